@@ -1,0 +1,161 @@
+"""Collections, indexes and `$jsonSchema` validators, created idempotently at start.
+
+Every read the HTTP API and the rules make is served by one of these indexes, so each is a
+bounded, indexed query however long a campaign's history grows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import CollectionInvalid
+
+# The six entity collections of the contract, and ours.
+CAMPAIGNS = "campaigns"
+ARTIFACTS = "artifacts"
+VERSIONS = "versions"
+AUDIT_REPORTS = "audit_reports"
+ITERATION_LOGS = "iteration_logs"
+RUNS = "orchestration_runs"
+SNAPSHOTS = "snapshots"
+HELD_EVENTS = "held_events"
+PROCESSED_EVENTS = "processed_events"
+OUTBOX = "outbox"
+
+ENTITY_COLLECTIONS = (CAMPAIGNS, ARTIFACTS, VERSIONS, AUDIT_REPORTS, ITERATION_LOGS, RUNS)
+
+_STRING = {"bsonType": "string"}
+_DATE = {"bsonType": "date"}
+_INT = {"bsonType": ["int", "long"]}
+_BOOL = {"bsonType": "bool"}
+_OPTIONAL_STRING = {"bsonType": ["string", "null"]}
+_OPTIONAL_DATE = {"bsonType": ["date", "null"]}
+
+
+def _schema(required: dict[str, Any], optional: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "$jsonSchema": {
+            "bsonType": "object",
+            "required": ["_id", *required],
+            "properties": {"_id": _STRING, **required, **(optional or {})},
+        }
+    }
+
+
+VALIDATORS: dict[str, dict[str, Any]] = {
+    CAMPAIGNS: _schema(
+        {
+            "campaign_id": _STRING,
+            "status": {"enum": ["draft", "generating", "generated", "auditing", "completed",
+                                "cancelled"]},
+            "deleted": _BOOL,
+            "created_at": _DATE,
+            "updated_at": _DATE,
+            "revision": _INT,
+        },
+        {"name": _OPTIONAL_STRING, "deleted_at": _OPTIONAL_DATE},
+    ),
+    ARTIFACTS: _schema(
+        {
+            "campaign_id": _STRING,
+            "artifact_type": _STRING,
+            "version_count": _INT,
+            "created_at": _DATE,
+        },
+        {"active_version_id": _OPTIONAL_STRING},
+    ),
+    VERSIONS: _schema(
+        {
+            "campaign_id": _STRING,
+            "artifact_id": _STRING,
+            "version_id": _STRING,
+            "version_number": {"bsonType": ["int", "long"], "minimum": 1},
+            "content": {"bsonType": "object"},
+            "created_at": _DATE,
+            "audit_state": {
+                "enum": ["pending", "passed", "conditional", "failed", "unaudited"]
+            },
+            "archived": _BOOL,
+            "approved": _BOOL,
+        }
+    ),
+    AUDIT_REPORTS: _schema(
+        {
+            "campaign_id": _STRING,
+            "version_id": _STRING,
+            "attempt": {"bsonType": ["int", "long"], "minimum": 1},
+            "outcome": {"enum": ["pass", "conditional", "fail", "error"]},
+            "completed_at": _DATE,
+        }
+    ),
+    ITERATION_LOGS: _schema(
+        {
+            "campaign_id": _STRING,
+            "version_id": _STRING,
+            "artifact_id": _STRING,
+            "iteration_number": {"bsonType": ["int", "long"], "minimum": 1},
+            "feedback_text": _STRING,
+        }
+    ),
+    RUNS: _schema(
+        {
+            "campaign_id": _STRING,
+            "status": {"enum": ["running", "completed", "failed", "cancelled"]},
+        }
+    ),
+}
+
+INDEXES: dict[str, list[IndexModel]] = {
+    CAMPAIGNS: [
+        IndexModel([("deleted_at", ASCENDING)], partialFilterExpression={"deleted": True}),
+    ],
+    ARTIFACTS: [IndexModel([("campaign_id", ASCENDING), ("_id", ASCENDING)])],
+    VERSIONS: [
+        # version history pages, and the guarantee that a number is never used twice
+        IndexModel([("artifact_id", ASCENDING), ("version_number", ASCENDING)], unique=True),
+        # the next active version after an archive
+        IndexModel(
+            [("artifact_id", ASCENDING), ("archived", ASCENDING), ("version_number", DESCENDING)]
+        ),
+        IndexModel([("campaign_id", ASCENDING)]),
+        IndexModel([("feedback_id", ASCENDING)], sparse=True),
+        IndexModel([("parent_version_id", ASCENDING)], sparse=True),
+        IndexModel([("run_id", ASCENDING)], sparse=True),
+    ],
+    AUDIT_REPORTS: [
+        IndexModel([("version_id", ASCENDING), ("attempt", ASCENDING)], unique=True),
+        IndexModel([("campaign_id", ASCENDING)]),
+    ],
+    ITERATION_LOGS: [
+        IndexModel([("campaign_id", ASCENDING), ("iteration_number", ASCENDING)], unique=True),
+        IndexModel([("version_id", ASCENDING)]),
+        IndexModel([("feedback_id", ASCENDING)]),
+    ],
+    RUNS: [IndexModel([("campaign_id", ASCENDING)])],
+    SNAPSHOTS: [],
+    HELD_EVENTS: [
+        IndexModel([("version_id", ASCENDING), ("seq", ASCENDING)]),
+        IndexModel([("held_at", ASCENDING)]),
+        IndexModel([("campaign_id", ASCENDING)]),
+    ],
+    PROCESSED_EVENTS: [IndexModel([("campaign_id", ASCENDING)])],
+    OUTBOX: [IndexModel([("campaign_id", ASCENDING), ("revision", ASCENDING)])],
+}
+
+
+async def ensure_schema(db: AsyncDatabase[dict[str, Any]]) -> None:
+    """Create or update every collection, validator and index; safe to run at every start."""
+    existing = set(await db.list_collection_names())
+    for name, indexes in INDEXES.items():
+        validator = VALIDATORS.get(name)
+        if name not in existing:
+            try:
+                await db.create_collection(name, validator=validator)
+            except CollectionInvalid:  # another instance created it first
+                pass
+        if validator is not None:
+            await db.command("collMod", name, validator=validator, validationLevel="strict")
+        if indexes:
+            await db[name].create_indexes(indexes)

@@ -1,0 +1,536 @@
+"""The MongoDB side of the ledger: loading what a batch touches and writing what it changed.
+
+Each batch runs in one multi-document transaction (snapshot reads, majority writes): the
+entity documents, the processed-event marks, the held events, the campaign snapshots and the
+snapshot outbox commit together or not at all. That single fact gives the guarantees their
+footing: a mark exists exactly when its effects do, an audit report exists only beside its
+version, and a revision is stored exactly when its outbox entry is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from pymongo import AsyncMongoClient, DeleteMany, InsertOne, UpdateOne
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import (
+    ConnectionFailure,
+    DuplicateKeyError,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+)
+from pymongo.read_concern import ReadConcern
+from pymongo.read_preferences import ReadPreference
+from pymongo.write_concern import WriteConcern
+
+from service.adapters import mongo_schema as cols
+from service.domain.events import Event
+from service.domain.ingest import RawRecord, decode
+from service.domain.ledger import Changes, HeldEvent, Inbound, Missing, View
+from service.domain.state import CampaignState, VersionState
+
+Document = dict[str, Any]
+T = TypeVar("T")
+
+_ENTITY_COLLECTION = {
+    "campaign": cols.CAMPAIGNS,
+    "artifact": cols.ARTIFACTS,
+    "run": cols.RUNS,
+    "version": cols.VERSIONS,
+}
+_VERSION_STATE_FIELDS = {"content": 0, "metadata": 0, "extra": 0, "agent": 0}
+
+
+class StoreUnavailable(Exception):
+    """MongoDB cannot be reached now; the batch is retried later, nothing is lost."""
+
+
+class StoreRejected(Exception):
+    """MongoDB refused the batch for what it contains; retrying would fail the same way."""
+
+
+class ConcurrentUpdate(Exception):
+    """Another writer changed a campaign this batch read; run the batch again."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """A message stored with the change that caused it, published after the commit.
+
+    `kind` is "snapshot" (ordered by `revision` within a campaign) or "dead_letter" (a
+    refusal decided by the rules, which a redelivery would not repeat: the event is marked).
+    """
+
+    id: str
+    campaign_id: str
+    kind: str
+    revision: int
+    key: str | None
+    event: Document
+
+
+def mark_id(key: str) -> str:
+    """A compact, fixed-size id for an event key (128 bits of SHA-256)."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+
+def classify(error: BaseException) -> Exception:
+    """Map a driver error to what the caller should do about it."""
+    if isinstance(error, ConnectionFailure | ServerSelectionTimeoutError):
+        return StoreUnavailable(str(error))
+    if isinstance(error, OperationFailure) and (
+        error.has_error_label("TransientTransactionError")
+        or error.has_error_label("RetryableWriteError")
+        or error.code in {91, 189, 11600, 11602, 10107, 13435, 13436}  # shutdown, stepdown
+    ):
+        return StoreUnavailable(str(error))
+    if isinstance(error, DuplicateKeyError):
+        return ConcurrentUpdate(str(error))
+    return StoreRejected(f"{type(error).__name__}: {error}")
+
+
+class Transaction:
+    """Reads and writes of one batch, all inside one MongoDB transaction."""
+
+    def __init__(self, db: AsyncDatabase[Document], session: AsyncClientSession) -> None:
+        self.db = db
+        self.session = session
+
+    def _col(self, name: str) -> AsyncCollection[Document]:
+        return self.db[name]
+
+    async def _find(
+        self, name: str, query: Document, projection: Document | None = None, **kw: Any
+    ) -> list[Document]:
+        cursor = self._col(name).find(query, projection, session=self.session, **kw)
+        return await cursor.to_list()
+
+    # ---- reads ---------------------------------------------------------------------------
+
+    async def load(self, view: View, keys: Mapping[str, set[str]]) -> None:
+        """Fill `view` with the given keys, one query per kind."""
+        if ids := keys.get("processed"):
+            by_mark = {mark_id(k): k for k in ids}
+            found = await self._find(cols.PROCESSED_EVENTS, {"_id": {"$in": list(by_mark)}}, {})
+            view.checked_events.update(ids)
+            view.processed.update(by_mark[d["_id"]] for d in found)
+        if ids := keys.get("campaign"):
+            found = await self._find(cols.SNAPSHOTS, {"_id": {"$in": list(ids)}})
+            view.campaigns.update(dict.fromkeys(ids))
+            for doc in found:
+                view.campaigns[doc["_id"]] = CampaignState.restore(doc["snapshot"], doc["private"])
+        if ids := keys.get("artifact"):
+            found = await self._find(
+                cols.ARTIFACTS, {"_id": {"$in": list(ids)}}, {"campaign_id": 1, "artifact_type": 1}
+            )
+            view.artifact_owners.update(dict.fromkeys(ids))
+            for doc in found:
+                view.artifact_owners[doc["_id"]] = (doc["campaign_id"], doc["artifact_type"])
+        if ids := keys.get("run"):
+            found = await self._find(cols.RUNS, {"_id": {"$in": list(ids)}}, {"campaign_id": 1})
+            view.run_owners.update(dict.fromkeys(ids))
+            for doc in found:
+                view.run_owners[doc["_id"]] = doc["campaign_id"]
+        if ids := keys.get("version"):
+            found = await self._find(
+                cols.VERSIONS, {"_id": {"$in": list(ids)}}, _VERSION_STATE_FIELDS
+            )
+            view.versions.update(dict.fromkeys(ids))
+            for doc in found:
+                view.versions[doc["_id"]] = version_state(doc)
+        if ids := keys.get("held"):
+            found = await self._find(
+                cols.HELD_EVENTS,
+                {"version_id": {"$in": list(ids)}, "expired": {"$ne": True}},
+                sort=[("seq", 1)],
+            )
+            for version_id in ids:
+                view.held[version_id] = []
+            for doc in found:
+                view.held[doc["version_id"]].append(held_event(doc))
+
+    async def load_missing(self, view: View, missing: Missing) -> None:
+        if missing.kind == "unarchived":
+            found = await self._find(
+                cols.VERSIONS,
+                {"artifact_id": missing.key, "archived": False},
+                _VERSION_STATE_FIELDS,
+                sort=[("version_number", -1)],
+                limit=missing.limit,
+            )
+            view.unarchived[missing.key] = ([version_state(d) for d in found], missing.limit)
+        else:
+            await self.load(view, {missing.kind: {missing.key}})
+
+    # ---- writes --------------------------------------------------------------------------
+
+    async def write(
+        self, view: View, changes: Changes, outbox: list[OutboxEntry], now: datetime
+    ) -> None:
+        s = self.session
+        for collection, records in changes.inserts.items():
+            await self._col(collection).insert_many(records, ordered=True, session=s)
+        by_collection: dict[str, list[UpdateOne]] = {}
+        for (entity, entity_id), fields in changes.patches.items():
+            if entity == "campaign":
+                fields = {"campaign_id": entity_id, **fields}
+            by_collection.setdefault(_ENTITY_COLLECTION[entity], []).append(
+                UpdateOne(
+                    {"_id": entity_id},
+                    # $literal keeps user data with '$' or '.' in its keys from being read as
+                    # operators or paths.
+                    [{"$set": {k: {"$literal": v} for k, v in fields.items()}}],
+                    upsert=entity != "version",
+                )
+            )
+        for collection, ops in by_collection.items():
+            await self._col(collection).bulk_write(ops, ordered=True, session=s)
+        if changes.processed:
+            await self._col(cols.PROCESSED_EVENTS).insert_many(
+                [{"_id": mark_id(key), "campaign_id": cid} for key, cid in changes.processed],
+                ordered=True,
+                session=s,
+            )
+        if changes.held:
+            await self._col(cols.HELD_EVENTS).insert_many(
+                [held_document(h) for h in changes.held], ordered=True, session=s
+            )
+        if changes.released:
+            await self._col(cols.HELD_EVENTS).delete_many(
+                {"_id": {"$in": [mark_id(k) for k in changes.released]}}, session=s
+            )
+        await self._write_snapshots(view, changes.campaigns.values(), now)
+        if outbox:
+            await self._col(cols.OUTBOX).insert_many(
+                [
+                    {
+                        "_id": e.id,
+                        "campaign_id": e.campaign_id,
+                        "kind": e.kind,
+                        "revision": e.revision,
+                        "key": e.key,
+                        "event": e.event,
+                        "created_at": now,
+                    }
+                    for e in outbox
+                ],
+                ordered=True,
+                session=s,
+            )
+
+    async def _write_snapshots(
+        self, view: View, campaigns: Iterable[CampaignState], now: datetime
+    ) -> None:
+        ops: list[InsertOne[Document] | UpdateOne] = []
+        for campaign in campaigns:
+            doc = {
+                "snapshot": campaign.snapshot(),
+                "private": campaign.private(),
+                "revision": campaign.revision,
+                "deleted": campaign.deleted,
+                "deleted_at": campaign.deleted_at,
+                "written_at": now,
+            }
+            stored = view.campaigns.get(campaign.campaign_id)
+            if stored is None:
+                ops.append(InsertOne({"_id": campaign.campaign_id, **doc}))
+            else:
+                # Compare-and-set on the revision read: a concurrent writer makes this miss.
+                ops.append(
+                    UpdateOne(
+                        {"_id": campaign.campaign_id, "revision": stored.revision},
+                        [{"$set": {k: {"$literal": v} for k, v in doc.items()}}],
+                    )
+                )
+        if not ops:
+            return
+        result = await self._col(cols.SNAPSHOTS).bulk_write(
+            ops, ordered=True, session=self.session
+        )
+        expected_updates = sum(isinstance(op, UpdateOne) for op in ops)
+        if result.matched_count != expected_updates:
+            msg = "a campaign changed while this batch was applied"
+            raise ConcurrentUpdate(msg)
+
+
+class MongoStore:
+    """The MongoDB adapter: transactions for the consumer, reads for the HTTP API."""
+
+    def __init__(self, client: AsyncMongoClient[Document], database: str) -> None:
+        self.client = client
+        self.db: AsyncDatabase[Document] = client[database]
+
+    @classmethod
+    def connect(cls, uri: str, database: str, **options: Any) -> MongoStore:
+        # tz_aware: the rules compare times, and MongoDB's are UTC.
+        client: AsyncMongoClient[Document] = AsyncMongoClient(
+            uri, tz_aware=True, serverSelectionTimeoutMS=5000, **options
+        )
+        return cls(client, database)
+
+    async def ensure_schema(self) -> None:
+        await cols.ensure_schema(self.db)
+
+    async def ping(self) -> bool:
+        try:
+            await self.client.admin.command("ping")
+        except PyMongoError:
+            return False
+        return True
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def in_transaction(self, work: Callable[[Transaction], Awaitable[T]]) -> T:
+        """Run `work` in a transaction; transient failures rerun it (pymongo's retry loop)."""
+        try:
+            async with self.client.start_session() as session:
+
+                async def callback(s: AsyncClientSession) -> T:
+                    return await work(Transaction(self.db, s))
+
+                return await session.with_transaction(
+                    callback,
+                    read_concern=ReadConcern("snapshot"),
+                    write_concern=WriteConcern("majority"),
+                    read_preference=ReadPreference.PRIMARY,
+                    max_commit_time_ms=30_000,
+                )
+        except (ConcurrentUpdate, StoreUnavailable, StoreRejected):
+            raise
+        except PyMongoError as error:
+            raise classify(error) from error
+        except (TypeError, ValueError, OverflowError) as error:  # BSON could not encode it
+            raise StoreRejected(f"{type(error).__name__}: {error}") from error
+
+    async def pending_outbox(self, campaign_ids: Iterable[str]) -> list[OutboxEntry]:
+        """Unpublished messages of these campaigns, each campaign's revisions in order."""
+        cursor = self.db[cols.OUTBOX].find(
+            {"campaign_id": {"$in": list(campaign_ids)}},
+            sort=[("campaign_id", 1), ("revision", 1)],
+        )
+        return [
+            OutboxEntry(d["_id"], d["campaign_id"], d["kind"], d["revision"], d["key"], d["event"])
+            for d in await cursor.to_list()
+        ]
+
+    async def delete_outbox(self, entries: Iterable[OutboxEntry]) -> None:
+        ids = [e.id for e in entries]
+        if ids:
+            await self.db[cols.OUTBOX].delete_many({"_id": {"$in": ids}})
+
+    # ---- maintenance ---------------------------------------------------------------------
+
+    async def claim_expired_holds(self, before: datetime, limit: int) -> list[Document]:
+        """Mark held events older than `before` as expired, so no batch attaches them now.
+
+        The marking runs in a transaction: a batch that is attaching one of them at the same
+        moment conflicts with it, and exactly one of the two wins.
+        """
+
+        async def claim(tx: Transaction) -> list[Document]:
+            found = await tx._find(
+                cols.HELD_EVENTS,
+                {"held_at": {"$lt": before}},
+                sort=[("held_at", 1)],
+                limit=limit,
+            )
+            if found:
+                await tx._col(cols.HELD_EVENTS).update_many(
+                    {"_id": {"$in": [d["_id"] for d in found]}},
+                    {"$set": {"expired": True}},
+                    session=tx.session,
+                )
+            return found
+
+        return await self.in_transaction(claim)
+
+    async def count_held(self) -> int:
+        return await self.db[cols.HELD_EVENTS].estimated_document_count()
+
+    async def drop_held(self, ids: list[str]) -> None:
+        await self.db[cols.HELD_EVENTS].delete_many({"_id": {"$in": ids}, "expired": True})
+
+    async def campaigns_to_purge(self, before: datetime, limit: int) -> list[str]:
+        cursor = self.db[cols.CAMPAIGNS].find(
+            {"deleted": True, "deleted_at": {"$lt": before}}, {"_id": 1}, limit=limit
+        )
+        return [d["_id"] for d in await cursor.to_list()]
+
+    async def purge_campaign(self, campaign_id: str, deleted_before: datetime) -> bool:
+        """Delete every document of a campaign still deleted since before `deleted_before`.
+
+        Entities go first and the campaign document last, so a purge cut short is found and
+        finished by the next sweep. Processed-event marks stay: a replay of the campaign's old
+        events must not bring it back.
+        """
+        campaign = await self.db[cols.CAMPAIGNS].find_one(
+            {"_id": campaign_id, "deleted": True, "deleted_at": {"$lt": deleted_before}}
+        )
+        if campaign is None:
+            return False  # restored meanwhile
+        for name in (
+            cols.AUDIT_REPORTS,
+            cols.ITERATION_LOGS,
+            cols.VERSIONS,
+            cols.ARTIFACTS,
+            cols.RUNS,
+            cols.HELD_EVENTS,
+            cols.OUTBOX,
+        ):
+            await self.db[name].bulk_write([DeleteMany({"campaign_id": campaign_id})])
+        await self.db[cols.SNAPSHOTS].delete_one({"_id": campaign_id})
+        await self.db[cols.CAMPAIGNS].delete_one({"_id": campaign_id})
+        return True
+
+    # ---- reads for the HTTP API --------------------------------------------------------
+
+    async def snapshot_document(self, campaign_id: str) -> Document | None:
+        return await self.db[cols.SNAPSHOTS].find_one(
+            {"_id": campaign_id}, {"snapshot": 1, "private.audit_outcomes": 1}
+        )
+
+    async def artifact(self, campaign_id: str, artifact_id: str) -> Document | None:
+        return await self.db[cols.ARTIFACTS].find_one(
+            {"_id": artifact_id, "campaign_id": campaign_id}
+        )
+
+    async def version_page(self, artifact_id: str, after: int, limit: int) -> list[Document]:
+        cursor = self.db[cols.VERSIONS].find(
+            {"artifact_id": artifact_id, "version_number": {"$gt": after}},
+            {"content": 0},
+            sort=[("version_number", 1)],
+            limit=limit,
+        )
+        return await cursor.to_list()
+
+    async def version(self, version_id: str) -> Document | None:
+        return await self.db[cols.VERSIONS].find_one({"_id": version_id}, {"content": 0})
+
+    async def audits(self, version_id: str) -> list[Document]:
+        cursor = self.db[cols.AUDIT_REPORTS].find(
+            {"version_id": version_id}, sort=[("attempt", 1)]
+        )
+        return await cursor.to_list()
+
+    async def iteration_page(self, campaign_id: str, after: int, limit: int) -> list[Document]:
+        cursor = self.db[cols.ITERATION_LOGS].find(
+            {"campaign_id": campaign_id, "iteration_number": {"$gt": after}},
+            sort=[("iteration_number", 1)],
+            limit=limit,
+        )
+        return await cursor.to_list()
+
+    async def versions_following(
+        self, feedback_ids: list[str], version_ids: list[str]
+    ) -> list[Document]:
+        """Versions generated from these feedback events or from these versions."""
+        cursor = self.db[cols.VERSIONS].find(
+            {
+                "$or": [
+                    {"feedback_id": {"$in": feedback_ids}},
+                    {"parent_version_id": {"$in": version_ids}},
+                ]
+            },
+            {
+                "version_id": 1,
+                "version_number": 1,
+                "feedback_id": 1,
+                "parent_version_id": 1,
+                "created_at": 1,
+            },
+            sort=[("version_number", 1)],
+        )
+        return await cursor.to_list()
+
+    async def export(self, collection: str, campaign_id: str) -> AsyncIterator[Document]:
+        """Every document of a campaign in one entity collection, streamed in id order."""
+        query = {"_id": campaign_id} if collection == cols.CAMPAIGNS else {"campaign_id": campaign_id}
+        async for doc in self.db[collection].find(query, sort=[("_id", 1)]):
+            yield doc
+
+    async def campaign_page(self, after: str, limit: int) -> list[Document]:
+        cursor = self.db[cols.CAMPAIGNS].find(
+            {"_id": {"$gt": after}, "deleted": False},
+            {"name": 1, "status": 1, "created_at": 1, "updated_at": 1, "revision": 1},
+            sort=[("_id", 1)],
+            limit=limit,
+        )
+        return await cursor.to_list()
+
+
+def version_state(doc: Document) -> VersionState:
+    return VersionState(
+        version_id=doc["_id"],
+        campaign_id=doc["campaign_id"],
+        artifact_id=doc["artifact_id"],
+        version_number=doc["version_number"],
+        created_at=doc["created_at"],
+        content_sha256=doc["content_sha256"],
+        audit_state=doc["audit_state"],
+        audit_attempts=doc["audit_attempts"],
+        archived=doc["archived"],
+        approved=doc["approved"],
+    )
+
+
+def held_document(held: HeldEvent) -> Document:
+    record = held.inbound.record
+    return {
+        "_id": mark_id(held.key),
+        "campaign_id": held.inbound.event.campaign_id,
+        "version_id": held.version_id,
+        "event_type": held.inbound.event.type.value,
+        "seq": held.seq,
+        "held_at": held.held_at,
+        "record": {
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "key": record.key,
+            "value": record.value,
+        },
+    }
+
+
+def held_record(doc: Document) -> RawRecord:
+    raw = doc["record"]
+    return RawRecord(
+        topic=raw["topic"],
+        partition=raw["partition"],
+        offset=raw["offset"],
+        key=bytes(raw["key"]) if raw["key"] is not None else None,
+        value=bytes(raw["value"]) if raw["value"] is not None else None,
+    )
+
+
+def held_event(doc: Document) -> HeldEvent:
+    """A stored held event, decoded again from its original record."""
+    record = held_record(doc)
+    event = decode(record, max_event_bytes=len(record.value or b""))
+    if not isinstance(event, Event):  # it decoded when it was held
+        msg = f"held event {doc['_id']} no longer decodes: {event.detail}"
+        raise StoreRejected(msg)
+    return HeldEvent(
+        inbound=Inbound(event=event, record=record),
+        version_id=doc["version_id"],
+        seq=doc["seq"],
+        held_at=doc["held_at"],
+    )
+
+
+__all__ = [
+    "ConcurrentUpdate",
+    "MongoStore",
+    "OutboxEntry",
+    "StoreRejected",
+    "StoreUnavailable",
+    "Transaction",
+]

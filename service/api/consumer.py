@@ -1,0 +1,94 @@
+"""The Kafka entry point: one thin batch subscriber over the four input topics."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+import structlog
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import KafkaError
+from faststream.kafka import KafkaBroker, Topic
+from faststream.kafka.annotations import KafkaMessage
+from faststream.middlewares import AckPolicy
+from pydantic import WithJsonSchema
+
+from service.adapters.kafka import raw_records, raw_values, tolerant_parser
+from service.adapters.mongo_store import ConcurrentUpdate, StoreUnavailable
+from service.app import telemetry
+from service.app.processor import BatchProcessor
+from service.schemas import inbound_batch_schema
+from service.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+# The handler receives raw values (decoding is ours); this tells AsyncAPI what they are.
+InboundBatch = Annotated[list[bytes], WithJsonSchema(inbound_batch_schema())]
+
+
+class Backoff:
+    """Growing pauses while MongoDB or Kafka are away, so a retry loop never spins."""
+
+    def __init__(self, first: float = 0.5, cap: float = 30.0) -> None:
+        self.first = first
+        self.cap = cap
+        self.failures = 0
+
+    async def wait(self) -> None:
+        self.failures += 1
+        await asyncio.sleep(min(self.cap, self.first * 2 ** (self.failures - 1)))
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+def register_consumer(broker: KafkaBroker, settings: Settings, processor: BatchProcessor) -> Any:
+    backoff = Backoff()
+    topics = [
+        Topic(name, num_partitions=settings.kafka_topic_partitions)
+        for name in settings.input_topics
+    ]
+
+    @broker.subscriber(
+        *topics,
+        batch=True,
+        group_id=settings.kafka_group_id,
+        ack_policy=AckPolicy.MANUAL,
+        auto_offset_reset="earliest",
+        max_records=settings.kafka_max_batch_records,
+        # Range assignment gives one instance the same partition of every input topic; with
+        # equal partition counts a campaign's events then meet in one instance.
+        partition_assignment_strategy=(RangePartitionAssignor,),
+        parser=tolerant_parser,
+        decoder=raw_values,
+        title="campaign-ledger/inbound",
+        description="Artifact, audit, feedback and lifecycle events (CloudEvents, keyed by "
+        "campaign id). Each batch is stored in one MongoDB transaction before its offsets "
+        "are committed.",
+    )
+    async def consume(values: InboundBatch, message: KafkaMessage) -> None:
+        records = raw_records(message)
+        try:
+            result = await processor.process(records)
+        except (StoreUnavailable, ConcurrentUpdate, KafkaError) as error:
+            # Nothing is committed: rewind to the batch's first offsets and try again later.
+            telemetry.BATCH_FAILURES.labels(type(error).__name__).inc()
+            log.warning("batch_retry_later", error=str(error), records=len(records))
+            await message.nack()
+            await backoff.wait()
+            return
+        except Exception:
+            telemetry.BATCH_FAILURES.labels("unexpected").inc()
+            log.exception("batch_failed", records=len(records))
+            await message.nack()
+            await backoff.wait()
+            return
+        backoff.reset()
+        try:
+            await message.ack()
+        except KafkaError as error:  # a rebalance took the partitions: they are redelivered
+            log.warning("commit_failed", error=str(error))
+        log.debug("batch_done", records=result.records, applied=result.applied,
+                  duplicates=result.duplicates, held=result.held, rejected=result.rejected)
+
+    return consume

@@ -1,0 +1,233 @@
+"""The use case: one Kafka batch in, stored durably, snapshots and dead letters out.
+
+Order of effects, which is what the guarantees rest on:
+1. decode every record; the bad ones become rejections (nothing is dropped);
+2. one MongoDB transaction: load the touched state, run the rules, write everything,
+   including one outbox entry per new snapshot revision;
+3. publish the outbox (older leftovers of the touched campaigns first) and the rejections,
+   waiting for Kafka's acknowledgements, then clear the published outbox entries;
+4. only then may the caller commit the batch's offsets.
+A crash anywhere before 4 redelivers the batch: step 2 finds every event already applied and
+changes nothing, step 3 publishes what may not have been published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import structlog
+
+from service.adapters.mongo_store import (
+    ConcurrentUpdate,
+    MongoStore,
+    OutboxEntry,
+    StoreRejected,
+    Transaction,
+)
+from service.app import telemetry
+from service.domain.events import EventType
+from service.domain.ingest import RawRecord, Rejection, decode
+from service.domain.ledger import (
+    Changes,
+    Inbound,
+    Missing,
+    SemanticRejection,
+    View,
+    apply_batch,
+    prefetch_keys,
+)
+from service.domain.state import iso
+
+log = structlog.get_logger(__name__)
+
+SOURCE = "urn:campaign-ledger"
+MAX_CONFLICT_RETRIES = 8
+
+
+class Publisher(Protocol):
+    """Where snapshots and dead letters go; Kafka in production (adapters.kafka_publisher)."""
+
+    async def publish(self, entries: Sequence[OutboxEntry]) -> None:
+        """Send each entry to its topic, keyed, in order; return once all are acknowledged."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    records: int
+    applied: int
+    duplicates: int
+    held: int
+    rejected: int
+    revisions: int
+
+
+def snapshot_event(snapshot: dict[str, Any], now: datetime) -> dict[str, Any]:
+    campaign_id = snapshot["campaign_id"]
+    return {
+        "specversion": "1.0",
+        # deterministic, so a consumer can drop a revision published twice after a crash
+        "id": f"snapshot:{campaign_id}:{snapshot['revision']}",
+        "source": SOURCE,
+        "type": EventType.SNAPSHOT_UPDATED.value,
+        "time": iso(now),
+        "subject": campaign_id,
+        "datacontenttype": "application/json",
+        "data": snapshot,
+    }
+
+
+def rejection_event(rejection: Rejection, now: datetime) -> dict[str, Any]:
+    record = rejection.record
+    return {
+        "specversion": "1.0",
+        # the record's coordinates: the same bad record rejected twice has one id
+        "id": f"rejected:{record.topic}:{record.partition}:{record.offset}",
+        "source": SOURCE,
+        "type": EventType.EVENT_REJECTED.value,
+        "time": iso(now),
+        "datacontenttype": "application/json",
+        "data": rejection.as_data(),
+    }
+
+
+def dead_letter(rejection: Rejection, now: datetime, campaign_id: str = "") -> OutboxEntry:
+    data = rejection.as_data()
+    return OutboxEntry(
+        id=f"{campaign_id}:dead-letter:{data['topic']}:{data['partition']}:{data['offset']}",
+        campaign_id=campaign_id,
+        kind="dead_letter",
+        revision=0,
+        key=data["key"],
+        event=rejection_event(rejection, now),
+    )
+
+
+def snapshot_entry(snapshot: dict[str, Any], now: datetime) -> OutboxEntry:
+    campaign_id = snapshot["campaign_id"]
+    return OutboxEntry(
+        id=f"{campaign_id}:{snapshot['revision']:012d}",
+        campaign_id=campaign_id,
+        kind="snapshot",
+        revision=snapshot["revision"],
+        key=campaign_id,
+        event=snapshot_event(snapshot, now),
+    )
+
+
+def semantic_dead_letter(item: SemanticRejection, now: datetime) -> OutboxEntry:
+    rejection = Rejection(item.reason, item.detail, item.inbound.record)
+    return dead_letter(rejection, now, item.inbound.event.campaign_id)
+
+
+class BatchProcessor:
+    def __init__(
+        self,
+        store: MongoStore,
+        publisher: Publisher,
+        *,
+        max_event_bytes: int,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.store = store
+        self.publisher = publisher
+        self.max_event_bytes = max_event_bytes
+        self.clock = clock
+
+    async def process(self, records: Sequence[RawRecord]) -> BatchResult:
+        started = time.perf_counter()
+        inbound: list[Inbound] = []
+        rejections: list[Rejection] = []
+        for record in records:
+            decoded = decode(record, self.max_event_bytes)
+            if isinstance(decoded, Rejection):
+                rejections.append(decoded)
+            else:
+                inbound.append(Inbound(decoded, record))
+        changes = Changes()
+        if inbound:
+            try:
+                changes, published = await self._store(inbound)
+            except StoreRejected as error:
+                # Something in the batch cannot be stored; find it by storing one at a time.
+                log.warning("batch_refused_isolating", error=str(error), size=len(inbound))
+                changes, published = Changes(), []
+                for item in inbound:
+                    try:
+                        one, sent = await self._store([item])
+                    except StoreRejected as refused:
+                        rejections.append(
+                            Rejection("unstorable_value", str(refused), item.record)
+                        )
+                        continue
+                    _merge(changes, one)
+                    published.extend(sent)
+            await self.store.delete_outbox(published)
+        if rejections:
+            # Not marked as processed, so a redelivery finds and sends them again.
+            now = self.clock()
+            await self.publisher.publish([dead_letter(r, now) for r in rejections])
+        result = BatchResult(
+            records=len(records),
+            applied=changes.applied,
+            duplicates=changes.duplicates,
+            held=len(changes.held),
+            rejected=len(rejections) + len(changes.rejections),
+            revisions=len(changes.snapshots),
+        )
+        telemetry.observe_batch(
+            result,
+            [r.reason for r in rejections] + [r.reason for r in changes.rejections],
+            time.perf_counter() - started,
+        )
+        return result
+
+    async def _store(self, inbound: list[Inbound]) -> tuple[Changes, list[OutboxEntry]]:
+        """Apply in one transaction, then publish the touched campaigns' outbox."""
+        now = self.clock()
+        seq_base = time.time_ns()
+        for attempt in range(MAX_CONFLICT_RETRIES):
+            try:
+                changes = await self.store.in_transaction(
+                    lambda tx: self._apply(tx, inbound, now, seq_base)
+                )
+                break
+            except ConcurrentUpdate:
+                # another instance wrote one of these campaigns (a rebalance): read again
+                await asyncio.sleep(0.05 * 2**attempt)
+        else:
+            msg = "campaigns kept changing under this batch; it will be redelivered"
+            raise ConcurrentUpdate(msg)
+        # Older entries of these campaigns (a crash between commit and publish) go first.
+        pending = await self.store.pending_outbox({i.event.campaign_id for i in inbound})
+        await self.publisher.publish(pending)
+        return changes, pending
+
+    async def _apply(
+        self, tx: Transaction, inbound: list[Inbound], now: datetime, seq_base: int
+    ) -> Changes:
+        view = View()
+        await tx.load(view, prefetch_keys(inbound))
+        while True:
+            try:
+                changes = apply_batch(inbound, view, now=now, seq_base=seq_base)
+                break
+            except Missing as missing:
+                telemetry.VIEW_RELOADS.inc()
+                await tx.load_missing(view, missing)
+        outbox = [snapshot_entry(s, now) for s in changes.snapshots]
+        outbox += [semantic_dead_letter(r, now) for r in changes.rejections]
+        await tx.write(view, changes, outbox, now)
+        return changes
+
+
+def _merge(into: Changes, one: Changes) -> None:
+    into.applied += one.applied
+    into.duplicates += one.duplicates
+    into.held.extend(one.held)
+    into.snapshots.extend(one.snapshots)
+    into.rejections.extend(one.rejections)

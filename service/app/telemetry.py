@@ -1,0 +1,114 @@
+"""Prometheus metrics and structured logging: what operators watch (seed spec, Metrics)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from prometheus_client import Counter, Gauge, Histogram
+
+if TYPE_CHECKING:
+    from service.app.processor import BatchResult
+
+EVENTS = Counter(
+    "ledger_events_total",
+    "Records consumed, by what became of them.",
+    ["outcome"],  # applied | duplicate | held | rejected
+)
+REJECTIONS = Counter("ledger_rejections_total", "Records sent to the dead letter topic.", ["reason"])
+SNAPSHOT_REVISIONS = Counter(
+    "ledger_snapshot_revisions_total", "Snapshot revisions stored and published."
+)
+BATCH_SECONDS = Histogram(
+    "ledger_batch_seconds",
+    "Time to store and publish one consumed batch.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+BATCH_SIZE = Histogram(
+    "ledger_batch_records", "Records per consumed batch.", buckets=(1, 10, 50, 100, 250, 500, 1000)
+)
+BATCH_FAILURES = Counter(
+    "ledger_batch_failures_total", "Batches left uncommitted for redelivery, by cause.", ["cause"]
+)
+VIEW_RELOADS = Counter(
+    "ledger_view_reloads_total", "Extra state loads a batch needed beyond its prefetch."
+)
+HELD_EXPIRED = Counter(
+    "ledger_held_expired_total",
+    "Events whose version never came within AUDIT_HOLD_SECONDS (orphan prevention incidents).",
+)
+HELD_PENDING = Gauge("ledger_held_events", "Events waiting for their version right now.")
+CAMPAIGNS_PURGED = Counter("ledger_campaigns_purged_total", "Campaigns purged after retention.")
+SNAPSHOT_READ_SECONDS = Histogram(
+    "ledger_snapshot_read_seconds",
+    "Time to answer GET /campaigns/{id}/snapshot.",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
+)
+VERSIONS_PER_CAMPAIGN = Histogram(
+    "ledger_versions_per_campaign",
+    "Versions per campaign, observed at each snapshot read.",
+    buckets=(1, 5, 10, 50, 100, 500, 1000, 5000, 10000, 50000),
+)
+AUDIT_REPORTS_PER_CAMPAIGN = Histogram(
+    "ledger_audit_reports_per_campaign",
+    "Audit reports per campaign, observed at each snapshot read.",
+    buckets=(0, 1, 5, 10, 50, 100, 500, 1000, 5000, 10000),
+)
+
+
+def observe_batch(result: BatchResult, reasons: Sequence[str], seconds: float) -> None:
+    BATCH_SECONDS.observe(seconds)
+    BATCH_SIZE.observe(result.records)
+    EVENTS.labels("applied").inc(result.applied)
+    EVENTS.labels("duplicate").inc(result.duplicates)
+    EVENTS.labels("held").inc(result.held)
+    EVENTS.labels("rejected").inc(result.rejected)
+    SNAPSHOT_REVISIONS.inc(result.revisions)
+    for reason in reasons:
+        REJECTIONS.labels(reason).inc()
+
+
+def observe_snapshot(snapshot: dict[str, Any], seconds: float) -> None:
+    SNAPSHOT_READ_SECONDS.observe(seconds)
+    VERSIONS_PER_CAMPAIGN.observe(snapshot["counts"]["versions"])
+    AUDIT_REPORTS_PER_CAMPAIGN.observe(snapshot["counts"]["audit_reports"])
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    """structlog for our events and for the stdlib loggers of FastStream, aiokafka, uvicorn."""
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.format_exc_info,
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("aiokafka", "pymongo"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -1,0 +1,351 @@
+"""The message contracts: CloudEvents envelopes and the `data` of every event type.
+
+These pydantic models are the single source of the JSON Schemas in `schemas/` and of the
+AsyncAPI document. Unknown extra fields are allowed everywhere and kept (contract: "Unknown
+extra fields are kept, never an error").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
+
+ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+
+Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+
+
+def _to_millis(value: datetime) -> datetime:
+    # MongoDB keeps milliseconds; normalising here keeps memory and storage equal.
+    value = value.astimezone(UTC)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+Timestamp = Annotated[AwareDatetime, AfterValidator(_to_millis)]
+JsonObject = dict[str, Any]
+
+
+class EventType(StrEnum):
+    ARTIFACT_GENERATED = "campaign.artifact.generated"
+    AUDIT_COMPLETED = "campaign.audit.completed"
+    FEEDBACK_SUBMITTED = "campaign.feedback.submitted"
+    CAMPAIGN_CREATED = "campaign.created"
+    STATUS_CHANGED = "campaign.status-changed"
+    RUN_STARTED = "campaign.run.started"
+    RUN_COMPLETED = "campaign.run.completed"
+    VERSION_APPROVED = "campaign.version.approved"
+    VERSION_ARCHIVE_REQUESTED = "campaign.version.archive-requested"
+    DELETE_REQUESTED = "campaign.delete-requested"
+    RESTORE_REQUESTED = "campaign.restore-requested"
+    SNAPSHOT_UPDATED = "campaign.snapshot.updated"
+    EVENT_REJECTED = "campaign.event.rejected"
+
+
+class AuditOutcome(StrEnum):
+    PASS = "pass"  # noqa: S105 - an audit outcome, not a password
+    CONDITIONAL = "conditional"
+    FAIL = "fail"
+    ERROR = "error"
+
+
+class CampaignStatus(StrEnum):
+    DRAFT = "draft"
+    GENERATING = "generating"
+    GENERATED = "generated"
+    AUDITING = "auditing"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class _Data(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    campaign_id: Id
+
+    @property
+    def extra(self) -> JsonObject:
+        return dict(self.model_extra or {})
+
+
+class ArtifactGenerated(_Data):
+    """A generation agent wrote a new version of an artifact."""
+
+    artifact_id: Id
+    artifact_type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$")]
+    content: JsonObject
+    version_id: Id | None = Field(
+        default=None,
+        description="When absent, derived deterministically from the event's (source, id).",
+    )
+    run_id: Id | None = None
+    parent_version_id: Id | None = None
+    feedback_id: Id | None = Field(
+        default=None, description="The `id` of the feedback event that led to this version."
+    )
+    generated_at: Timestamp | None = None
+    agent: str | JsonObject | None = None
+    metadata: JsonObject | None = None
+
+
+class CategoryScore(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    score: Annotated[float, Field(ge=0, le=100)]
+
+
+class AuditCompleted(_Data):
+    """The audit agent scored a version (one attempt)."""
+
+    version_id: Id
+    outcome: AuditOutcome
+    category_scores: dict[str, CategoryScore] | None = None
+    flagged_items: list[JsonObject] | None = None
+    recommendations: list[JsonObject] | None = None
+    auditor: str | JsonObject | None = None
+    completed_at: Timestamp | None = None
+    error: str | None = Field(default=None, description="Why the audit could not finish.")
+
+
+class FeedbackSubmitted(_Data):
+    """A reviewer's feedback on a version; it becomes an iteration log."""
+
+    artifact_id: Id
+    version_id: Id
+    feedback_text: Annotated[str, StringConstraints(min_length=1, strip_whitespace=False)]
+    tags: list[str] | None = None
+    rationale: str | None = None
+    submitted_by: str | None = None
+    submitted_at: Timestamp | None = None
+
+
+class CampaignCreated(_Data):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    brief: JsonObject | None = None
+
+
+class StatusChanged(_Data):
+    status: CampaignStatus
+
+
+class RunStarted(_Data):
+    run_id: Id
+    execution_mode: Literal["parallel", "sequential"] | None = None
+
+
+class RunCompleted(_Data):
+    run_id: Id
+    status: Literal["completed", "failed", "cancelled"]
+    error: str | None = None
+
+
+class VersionApproved(_Data):
+    version_id: Id
+    approved_by: str | None = None
+
+
+class VersionArchiveRequested(_Data):
+    version_id: Id
+
+
+class DeleteRequested(_Data):
+    pass
+
+
+class RestoreRequested(_Data):
+    pass
+
+
+EventData = (
+    ArtifactGenerated
+    | AuditCompleted
+    | FeedbackSubmitted
+    | CampaignCreated
+    | StatusChanged
+    | RunStarted
+    | RunCompleted
+    | VersionApproved
+    | VersionArchiveRequested
+    | DeleteRequested
+    | RestoreRequested
+)
+
+DATA_MODELS: dict[EventType, type[EventData]] = {
+    EventType.ARTIFACT_GENERATED: ArtifactGenerated,
+    EventType.AUDIT_COMPLETED: AuditCompleted,
+    EventType.FEEDBACK_SUBMITTED: FeedbackSubmitted,
+    EventType.CAMPAIGN_CREATED: CampaignCreated,
+    EventType.STATUS_CHANGED: StatusChanged,
+    EventType.RUN_STARTED: RunStarted,
+    EventType.RUN_COMPLETED: RunCompleted,
+    EventType.VERSION_APPROVED: VersionApproved,
+    EventType.VERSION_ARCHIVE_REQUESTED: VersionArchiveRequested,
+    EventType.DELETE_REQUESTED: DeleteRequested,
+    EventType.RESTORE_REQUESTED: RestoreRequested,
+}
+
+# Events that name a version which must already be stored; they wait for it (contract 5).
+VERSION_BOUND = (AuditCompleted, FeedbackSubmitted, VersionApproved, VersionArchiveRequested)
+
+
+class CloudEventEnvelope(BaseModel):
+    """CloudEvents 1.0 structured mode; `data` is validated separately, by `type`."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    specversion: Literal["1.0"]
+    id: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    source: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    type: Annotated[str, StringConstraints(min_length=1)]
+    time: Timestamp
+    subject: str | None = None
+    datacontenttype: str | None = None
+    data: JsonObject
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A valid inbound event: its envelope attributes plus typed data."""
+
+    source: str
+    id: str
+    type: EventType
+    time: datetime
+    data: EventData
+
+    @property
+    def key(self) -> str:
+        """`(source, id)` identifies an event; this is its stored form."""
+        return event_key(self.source, self.id)
+
+    @property
+    def campaign_id(self) -> str:
+        return self.data.campaign_id
+
+
+def event_key(source: str, event_id: str) -> str:
+    # The unit separator cannot appear in a sensible source URI; it keeps the pair unambiguous.
+    return f"{source}\x1f{event_id}"
+
+
+# ---- outbound events -------------------------------------------------------------------
+
+
+class ActiveVersion(BaseModel):
+    version_id: str
+    version_number: int
+    created_at: str
+    audit_state: Literal["pending", "passed", "conditional", "failed", "unaudited"]
+    approved: bool
+
+
+class SnapshotArtifact(BaseModel):
+    artifact_id: str
+    artifact_type: str
+    version_count: int
+    active_version: ActiveVersion | None
+
+
+class SnapshotRun(BaseModel):
+    run_id: str
+    status: RunStatus
+    execution_mode: str | None = None
+    started_at: str | None = None
+    completed_at: str | None = None
+    version_count: int = 0
+
+
+class SnapshotCounts(BaseModel):
+    versions: int
+    audit_reports: int
+    iteration_logs: int
+    archived_versions: int = 0
+    approved_versions: int = 0
+
+
+class CampaignSnapshot(BaseModel):
+    """`data` of `campaign.snapshot.updated` and the body of the HTTP snapshot."""
+
+    campaign_id: str
+    revision: int = Field(description="Per campaign: 1, 2, 3 ... one per change, never reused.")
+    name: str | None
+    status: CampaignStatus
+    deleted: bool
+    created_at: str
+    updated_at: str
+    artifacts: list[SnapshotArtifact]
+    runs: list[SnapshotRun]
+    counts: SnapshotCounts
+
+
+class RejectedEventData(BaseModel):
+    """`data` of `campaign.event.rejected` on the dead-letter topic."""
+
+    reason: str = Field(description="A short code, e.g. not_json, invalid_data, held_too_long.")
+    detail: str = Field(description="What is wrong, in words a person can act on.")
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    value: str | None = Field(default=None, description="The original value when it is UTF-8.")
+    value_base64: str | None = Field(
+        default=None, description="The original value, base64, when it is not UTF-8."
+    )
+
+
+class OutboundCloudEvent(BaseModel):
+    specversion: Literal["1.0"] = "1.0"
+    id: str
+    source: str
+    type: str
+    time: str
+    subject: str | None = None
+    datacontenttype: str = "application/json"
+
+
+class SnapshotUpdatedEvent(OutboundCloudEvent):
+    type: Literal["campaign.snapshot.updated"] = "campaign.snapshot.updated"
+    data: CampaignSnapshot
+
+
+class EventRejectedEvent(OutboundCloudEvent):
+    type: Literal["campaign.event.rejected"] = "campaign.event.rejected"
+    data: RejectedEventData
+
+
+def inbound_event_schemas() -> dict[EventType, type[BaseModel]]:
+    """One documented CloudEvent model per inbound type, for schemas and AsyncAPI."""
+    models: dict[EventType, type[BaseModel]] = {}
+    for event_type, data_model in DATA_MODELS.items():
+        name = "".join(part.capitalize() for part in event_type.replace("-", ".").split("."))
+        models[event_type] = _envelope_for(name, event_type, data_model)
+    return models
+
+
+def _envelope_for(name: str, event_type: EventType, data_model: type[BaseModel]) -> type[BaseModel]:
+    from pydantic import create_model
+
+    return create_model(
+        f"{name}Event",
+        __base__=OutboundCloudEvent,
+        type=(Literal[event_type.value], ...),  # type: ignore[valid-type]
+        time=(AwareDatetime, ...),
+        data=(data_model, ...),
+    )

@@ -1,0 +1,83 @@
+"""Every knob of the service, read only from the environment (see the contract's Settings)."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    kafka_bootstrap_servers: str = "localhost:9092"
+    kafka_group_id: str = "campaign-ledger"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
+        "PLAINTEXT"
+    )
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
+    # How many records one handler call takes; bigger batches mean fewer round trips.
+    kafka_max_batch_records: int = Field(default=1000, ge=1)
+    # Partitions for topics this service creates when missing (inputs and outputs alike:
+    # equal counts keep a campaign's events on one instance).
+    kafka_topic_partitions: int = Field(default=6, ge=1)
+
+    mongodb_uri: SecretStr = SecretStr("mongodb://localhost:27017")
+    mongodb_database: str = "campaign_ledger"
+
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    http_host: str = "0.0.0.0"  # noqa: S104 - a service listens on all interfaces in its pod
+    api_tokens: SecretStr | None = None
+
+    max_event_bytes: int = Field(default=1024 * 1024, ge=1)
+    audit_hold_seconds: float = Field(default=3600, gt=0)
+    campaign_retention_days: float = Field(default=30, ge=0)
+    # How often held events, the snapshot outbox and retention are swept.
+    maintenance_interval_seconds: float = Field(default=5.0, gt=0)
+
+    topic_artifact_generated: str = "campaign.artifact-generated"
+    topic_audit_completed: str = "campaign.audit-completed"
+    topic_feedback: str = "campaign.feedback"
+    topic_lifecycle: str = "campaign.lifecycle"
+    topic_snapshot_updated: str = "campaign.snapshot-updated"
+    topic_dead_letter: str = "campaign.dead-letter"
+
+    log_level: str = "INFO"
+    log_format: Literal["json", "console"] = "json"
+
+    @classmethod
+    def defaults(cls) -> Settings:
+        """The settings with nothing read from the environment (for generated documents)."""
+
+        class _Defaults(cls):  # type: ignore[valid-type,misc]
+            @classmethod
+            def settings_customise_sources(cls, settings_cls: Any, init_settings: Any,
+                                           *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+                return (init_settings,)
+
+        return _Defaults()
+
+    @property
+    def input_topics(self) -> tuple[str, ...]:
+        return (
+            self.topic_artifact_generated,
+            self.topic_audit_completed,
+            self.topic_feedback,
+            self.topic_lifecycle,
+        )
+
+    @cached_property
+    def tokens(self) -> tuple[str, ...]:
+        if self.api_tokens is None:
+            return ()
+        raw = self.api_tokens.get_secret_value()
+        return tuple(t.strip() for t in raw.split(",") if t.strip())
+
+    @property
+    def retention_seconds(self) -> float:
+        return self.campaign_retention_days * 86400

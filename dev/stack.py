@@ -15,6 +15,7 @@ Only the standard library plus pymongo and aiokafka (for readiness checks) are u
 
 from __future__ import annotations
 
+import abc
 import argparse
 import asyncio
 import concurrent.futures
@@ -23,6 +24,7 @@ import ctypes
 import fcntl
 import hashlib
 import json
+import logging
 import os
 import queue
 import re
@@ -76,7 +78,7 @@ class StackError(RuntimeError):
 
 
 def free_port(host: str = LOCALHOST) -> int:
-    """Return a TCP port that is free right now (the OS picks it; racy only in theory)."""
+    """A TCP port free right now; another process may take it before use, so retry on clash."""
     return free_ports(1, host)[0]
 
 
@@ -446,7 +448,7 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
             os.kill(pid, sig)
 
 
-class LocalServer:
+class LocalServer(abc.ABC):
     """A server run as a child process in its own session, with a pid file and a log file.
 
     Subclasses supply the command line, preparation (config files, formatting) and the
@@ -480,22 +482,27 @@ class LocalServer:
 
     # -- to override ------------------------------------------------------------------
 
+    @abc.abstractmethod
     def _command(self) -> list[str]:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def _prepare(self) -> None:
         """Create dirs and config before each start (must keep existing data)."""
 
     def _ports(self) -> list[int]:
         return [self.port]
 
+    @abc.abstractmethod
     def _identity_marker(self) -> str:
         """A string found in our own process' command line, to reject recycled pids."""
         raise NotImplementedError
 
+    @abc.abstractmethod
     def _wait_ready(self, timeout: float) -> None:
         raise NotImplementedError
 
+    @abc.abstractmethod
     def is_healthy(self, timeout: float = 5.0) -> bool:
         raise NotImplementedError
 
@@ -526,7 +533,8 @@ class LocalServer:
         return "\n".join(text.splitlines()[-lines:])
 
     def _alive(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        # Not just our child: the CLI also waits on servers adopted from a pid file.
+        return self.is_running()
 
     # -- lifecycle --------------------------------------------------------------------
 
@@ -696,7 +704,11 @@ class KafkaServer(LocalServer):
 
     Layout under ``data_dir``: ``server.properties``, ``kafka-logs/`` (log.dirs),
     ``kafka.log`` and ``kafka.pid`` unless given elsewhere. Storage is formatted only when
-    ``kafka-logs/meta.properties`` is missing, so restarts keep topics and offsets.
+    ``kafka-logs/meta.properties`` is missing, so restarts keep topics and offsets (and
+    ``format_args``, e.g. ``--add-scram``, only apply to that first format).
+
+    ``server_properties`` override the defaults of ``properties()``; ``extra_listeners``
+    add e.g. SASL_PLAINTEXT or SSL listeners beside PLAINTEXT, which readiness checks use.
     """
 
     name = "kafka"
@@ -1149,6 +1161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = sub.add_parser("env", help="print KAFKA_BOOTSTRAP_SERVERS=… and MONGODB_URI=…")
     env.add_argument("--export", action="store_true", help="as quoted `export` lines for eval")
     args = parser.parse_args(argv)
+    # Readiness probes retry through connection errors that aiokafka would print to stderr.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
     state_dir: Path = args.state_dir.resolve()
     services = tuple(getattr(args, "services", None) or SERVICES)

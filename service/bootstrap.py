@@ -89,8 +89,6 @@ def build(settings: Settings | None = None) -> Service:
             await store.close()
             log.info("service_stopped")
 
-    app = build_api(
-        store, health, settings.tokens, lambda: service.asyncapi(), lifespan=lifespan
-    )
+    app = build_api(store, health, settings.tokens, lambda: service.asyncapi(), lifespan=lifespan)
     service = Service(settings, store, broker, processor, maintenance, health, app)
     return service

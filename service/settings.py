@@ -14,9 +14,7 @@ class Settings(BaseSettings):
 
     kafka_bootstrap_servers: str = "localhost:9092"
     kafka_group_id: str = "campaign-ledger"
-    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
-        "PLAINTEXT"
-    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
@@ -56,8 +54,9 @@ class Settings(BaseSettings):
 
         class _Defaults(cls):  # type: ignore[valid-type,misc]
             @classmethod
-            def settings_customise_sources(cls, settings_cls: Any, init_settings: Any,
-                                           *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+            def settings_customise_sources(
+                cls, settings_cls: Any, init_settings: Any, *args: Any, **kwargs: Any
+            ) -> tuple[Any, ...]:
                 return (init_settings,)
 
         return _Defaults()

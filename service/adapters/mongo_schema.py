@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel
+from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import CollectionInvalid
 
@@ -48,8 +48,9 @@ VALIDATORS: dict[str, dict[str, Any]] = {
     CAMPAIGNS: _schema(
         {
             "campaign_id": _STRING,
-            "status": {"enum": ["draft", "generating", "generated", "auditing", "completed",
-                                "cancelled"]},
+            "status": {
+                "enum": ["draft", "generating", "generated", "auditing", "completed", "cancelled"]
+            },
             "deleted": _BOOL,
             "created_at": _DATE,
             "updated_at": _DATE,
@@ -74,9 +75,7 @@ VALIDATORS: dict[str, dict[str, Any]] = {
             "version_number": {"bsonType": ["int", "long"], "minimum": 1},
             "content": {"bsonType": "object"},
             "created_at": _DATE,
-            "audit_state": {
-                "enum": ["pending", "passed", "conditional", "failed", "unaudited"]
-            },
+            "audit_state": {"enum": ["pending", "passed", "conditional", "failed", "unaudited"]},
             "archived": _BOOL,
             "approved": _BOOL,
         }
@@ -113,13 +112,10 @@ INDEXES: dict[str, list[IndexModel]] = {
     ],
     ARTIFACTS: [IndexModel([("campaign_id", ASCENDING), ("_id", ASCENDING)])],
     VERSIONS: [
-        # version history pages, and the guarantee that a number is never used twice
+        # Version history pages, the archive successor (read backwards), export and purge
+        # (artifact by artifact), and the guarantee that a number is never used twice.
         IndexModel([("artifact_id", ASCENDING), ("version_number", ASCENDING)], unique=True),
-        # the next active version after an archive
-        IndexModel(
-            [("artifact_id", ASCENDING), ("archived", ASCENDING), ("version_number", DESCENDING)]
-        ),
-        IndexModel([("campaign_id", ASCENDING)]),
+        # Sparse: only versions that carry the link are indexed.
         IndexModel([("feedback_id", ASCENDING)], sparse=True),
         IndexModel([("parent_version_id", ASCENDING)], sparse=True),
         IndexModel([("run_id", ASCENDING)], sparse=True),
@@ -140,7 +136,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("held_at", ASCENDING)]),
         IndexModel([("campaign_id", ASCENDING)]),
     ],
-    PROCESSED_EVENTS: [IndexModel([("campaign_id", ASCENDING)])],
+    PROCESSED_EVENTS: [],  # read by _id only; kept through purges (see MongoStore.purge)
     OUTBOX: [IndexModel([("campaign_id", ASCENDING), ("revision", ASCENDING)])],
 }
 

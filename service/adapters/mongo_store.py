@@ -10,12 +10,14 @@ version, and a revision is stored exactly when its outbox entry is.
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from pymongo import AsyncMongoClient, DeleteMany, InsertOne, UpdateOne
+import orjson
+from pymongo import AsyncMongoClient, InsertOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -45,6 +47,7 @@ _ENTITY_COLLECTION = {
     "run": cols.RUNS,
     "version": cols.VERSIONS,
 }
+OUTBOX_CHUNK_BYTES = 4 * 1024 * 1024  # well under MongoDB's 16 MiB document limit
 _VERSION_STATE_FIELDS = {"content": 0, "metadata": 0, "extra": 0, "agent": 0}
 
 
@@ -74,6 +77,48 @@ class OutboxEntry:
     revision: int
     key: str | None
     event: Document
+    chunk: str = ""  # the stored outbox document holding it, once stored
+
+
+def outbox_chunks(entries: list[OutboxEntry]) -> list[Document]:
+    """Entries as few documents as possible: one per campaign and batch, split by size.
+
+    A document per entry would cost one index update per revision; per campaign it is one.
+    """
+    by_campaign: dict[str, list[OutboxEntry]] = {}
+    for entry in entries:
+        by_campaign.setdefault(entry.campaign_id, []).append(entry)
+    chunks: list[Document] = []
+    for campaign_id, items in by_campaign.items():
+        current: list[Document] = []
+        size = 0
+        for entry in items:
+            stored = {
+                "id": entry.id,
+                "kind": entry.kind,
+                "revision": entry.revision,
+                "key": entry.key,
+                "event": entry.event,
+            }
+            weight = len(orjson.dumps(entry.event))
+            if current and size + weight > OUTBOX_CHUNK_BYTES:
+                chunks.append(_chunk(campaign_id, current))
+                current, size = [], 0
+            current.append(stored)
+            size += weight
+        if current:
+            chunks.append(_chunk(campaign_id, current))
+    return chunks
+
+
+def _chunk(campaign_id: str, entries: list[Document]) -> Document:
+    first = min((e["revision"] for e in entries if e["kind"] == "snapshot"), default=0)
+    return {
+        "_id": f"{campaign_id}:{first:012d}:{uuid.uuid4().hex[:12]}",
+        "campaign_id": campaign_id,
+        "revision": first,
+        "entries": entries,
+    }
 
 
 def mark_id(key: str) -> str:
@@ -180,7 +225,7 @@ class Transaction:
         by_collection: dict[str, list[UpdateOne]] = {}
         for (entity, entity_id), fields in changes.patches.items():
             if entity == "campaign":
-                fields = {"campaign_id": entity_id, **fields}
+                fields = {"campaign_id": entity_id, **fields}  # noqa: PLW2901
             by_collection.setdefault(_ENTITY_COLLECTION[entity], []).append(
                 UpdateOne(
                     {"_id": entity_id},
@@ -208,22 +253,10 @@ class Transaction:
             )
         await self._write_snapshots(view, changes.campaigns.values(), now)
         if outbox:
-            await self._col(cols.OUTBOX).insert_many(
-                [
-                    {
-                        "_id": e.id,
-                        "campaign_id": e.campaign_id,
-                        "kind": e.kind,
-                        "revision": e.revision,
-                        "key": e.key,
-                        "event": e.event,
-                        "created_at": now,
-                    }
-                    for e in outbox
-                ],
-                ordered=True,
-                session=s,
-            )
+            chunks = outbox_chunks(outbox)
+            for chunk in chunks:
+                chunk["created_at"] = now
+            await self._col(cols.OUTBOX).insert_many(chunks, ordered=True, session=s)
 
     async def _write_snapshots(
         self, view: View, campaigns: Iterable[CampaignState], now: datetime
@@ -251,9 +284,7 @@ class Transaction:
                 )
         if not ops:
             return
-        result = await self._col(cols.SNAPSHOTS).bulk_write(
-            ops, ordered=True, session=self.session
-        )
+        result = await self._col(cols.SNAPSHOTS).bulk_write(ops, ordered=True, session=self.session)
         expected_updates = sum(isinstance(op, UpdateOne) for op in ops)
         if result.matched_count != expected_updates:
             msg = "a campaign changed while this batch was applied"
@@ -314,17 +345,27 @@ class MongoStore:
         """Unpublished messages of these campaigns, each campaign's revisions in order."""
         cursor = self.db[cols.OUTBOX].find(
             {"campaign_id": {"$in": list(campaign_ids)}},
-            sort=[("campaign_id", 1), ("revision", 1)],
+            sort=[("campaign_id", 1), ("revision", 1), ("_id", 1)],
         )
         return [
-            OutboxEntry(d["_id"], d["campaign_id"], d["kind"], d["revision"], d["key"], d["event"])
-            for d in await cursor.to_list()
+            OutboxEntry(
+                e["id"],
+                doc["campaign_id"],
+                e["kind"],
+                e["revision"],
+                e["key"],
+                e["event"],
+                chunk=doc["_id"],
+            )
+            for doc in await cursor.to_list()
+            for e in doc["entries"]
         ]
 
     async def delete_outbox(self, entries: Iterable[OutboxEntry]) -> None:
-        ids = [e.id for e in entries]
-        if ids:
-            await self.db[cols.OUTBOX].delete_many({"_id": {"$in": ids}})
+        """Forget published entries (all of each stored chunk is published together)."""
+        chunks = sorted({entry.chunk for entry in entries if entry.chunk})
+        if chunks:
+            await self.db[cols.OUTBOX].delete_many({"_id": {"$in": chunks}})
 
     # ---- maintenance ---------------------------------------------------------------------
 
@@ -376,16 +417,17 @@ class MongoStore:
         )
         if campaign is None:
             return False  # restored meanwhile
+        for artifact_id in await self._artifact_ids(campaign_id):
+            await self.db[cols.VERSIONS].delete_many({"artifact_id": artifact_id})
         for name in (
             cols.AUDIT_REPORTS,
             cols.ITERATION_LOGS,
-            cols.VERSIONS,
             cols.ARTIFACTS,
             cols.RUNS,
             cols.HELD_EVENTS,
             cols.OUTBOX,
         ):
-            await self.db[name].bulk_write([DeleteMany({"campaign_id": campaign_id})])
+            await self.db[name].delete_many({"campaign_id": campaign_id})
         await self.db[cols.SNAPSHOTS].delete_one({"_id": campaign_id})
         await self.db[cols.CAMPAIGNS].delete_one({"_id": campaign_id})
         return True
@@ -415,9 +457,7 @@ class MongoStore:
         return await self.db[cols.VERSIONS].find_one({"_id": version_id}, {"content": 0})
 
     async def audits(self, version_id: str) -> list[Document]:
-        cursor = self.db[cols.AUDIT_REPORTS].find(
-            {"version_id": version_id}, sort=[("attempt", 1)]
-        )
+        cursor = self.db[cols.AUDIT_REPORTS].find({"version_id": version_id}, sort=[("attempt", 1)])
         return await cursor.to_list()
 
     async def iteration_page(self, campaign_id: str, after: int, limit: int) -> list[Document]:
@@ -451,10 +491,24 @@ class MongoStore:
         return await cursor.to_list()
 
     async def export(self, collection: str, campaign_id: str) -> AsyncIterator[Document]:
-        """Every document of a campaign in one entity collection, streamed in id order."""
-        query = {"_id": campaign_id} if collection == cols.CAMPAIGNS else {"campaign_id": campaign_id}
-        async for doc in self.db[collection].find(query, sort=[("_id", 1)]):
+        """Every document of a campaign in one entity collection, streamed."""
+        if collection == cols.VERSIONS:  # artifact by artifact: served by the history index
+            for artifact_id in await self._artifact_ids(campaign_id):
+                cursor = self.db[cols.VERSIONS].find(
+                    {"artifact_id": artifact_id}, sort=[("version_number", 1)]
+                )
+                async for doc in cursor:
+                    yield doc
+            return
+        key = "_id" if collection == cols.CAMPAIGNS else "campaign_id"
+        async for doc in self.db[collection].find({key: campaign_id}, sort=[("_id", 1)]):
             yield doc
+
+    async def _artifact_ids(self, campaign_id: str) -> list[str]:
+        cursor = self.db[cols.ARTIFACTS].find(
+            {"campaign_id": campaign_id}, {"_id": 1}, sort=[("_id", 1)]
+        )
+        return [doc["_id"] for doc in await cursor.to_list()]
 
     async def campaign_page(self, after: str, limit: int) -> list[Document]:
         cursor = self.db[cols.CAMPAIGNS].find(

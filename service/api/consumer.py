@@ -88,7 +88,13 @@ def register_consumer(broker: KafkaBroker, settings: Settings, processor: BatchP
             await message.ack()
         except KafkaError as error:  # a rebalance took the partitions: they are redelivered
             log.warning("commit_failed", error=str(error))
-        log.debug("batch_done", records=result.records, applied=result.applied,
-                  duplicates=result.duplicates, held=result.held, rejected=result.rejected)
+        log.debug(
+            "batch_done",
+            records=result.records,
+            applied=result.applied,
+            duplicates=result.duplicates,
+            held=result.held,
+            rejected=result.rejected,
+        )
 
     return consume

@@ -198,7 +198,9 @@ def build_api(
         campaign_id: CampaignId,
         artifact_id: ArtifactId,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        after: Annotated[str | None, Query(max_length=32, description="`next` of the page before")] = None,
+        after: Annotated[
+            str | None, Query(max_length=32, description="`next` of the page before")
+        ] = None,
     ) -> Response:
         start = _page_after(after)
         if await store.artifact(campaign_id, artifact_id) is None:

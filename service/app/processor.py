@@ -160,9 +160,7 @@ class BatchProcessor:
                     try:
                         one, sent = await self._store([item])
                     except StoreRejected as refused:
-                        rejections.append(
-                            Rejection("unstorable_value", str(refused), item.record)
-                        )
+                        rejections.append(Rejection("unstorable_value", str(refused), item.record))
                         continue
                     _merge(changes, one)
                     published.extend(sent)

@@ -18,7 +18,9 @@ EVENTS = Counter(
     "Records consumed, by what became of them.",
     ["outcome"],  # applied | duplicate | held | rejected
 )
-REJECTIONS = Counter("ledger_rejections_total", "Records sent to the dead letter topic.", ["reason"])
+REJECTIONS = Counter(
+    "ledger_rejections_total", "Records sent to the dead letter topic.", ["reason"]
+)
 SNAPSHOT_REVISIONS = Counter(
     "ledger_snapshot_revisions_total", "Snapshot revisions stored and published."
 )

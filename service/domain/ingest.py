@@ -55,7 +55,7 @@ class Rejection:
         return data
 
 
-class Reject(Exception):  # noqa: N818 - a control-flow signal carrying the reason
+class Reject(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
@@ -149,7 +149,9 @@ def _check_storable(value: Any, path: str, depth: int) -> None:
 def _explain(error: ValidationError, prefix: str) -> str:
     parts = []
     for item in error.errors(include_url=False)[:5]:
-        where = prefix + ".".join(str(p) for p in item["loc"]) if item["loc"] else prefix.rstrip(".")
+        where = (
+            prefix + ".".join(str(p) for p in item["loc"]) if item["loc"] else prefix.rstrip(".")
+        )
         parts.append(f"{where or 'event'}: {item['msg']}")
     more = error.error_count() - len(parts)
     if more > 0:

@@ -97,7 +97,7 @@ class SemanticRejection:
     detail: str
 
 
-class Missing(Exception):  # noqa: N818 - a request for data, not a failure
+class Missing(Exception):
     """The view lacks what the rules need; `kind` and `key` say what to load."""
 
     def __init__(self, kind: str, key: str, limit: int = 0) -> None:
@@ -185,21 +185,17 @@ class Changes:
 
     @property
     def is_empty(self) -> bool:
-        return not (
-            self.inserts or self.patches or self.processed or self.held or self.released
-        )
+        return not (self.inserts or self.patches or self.processed or self.held or self.released)
 
 
-class _Reject(Exception):  # noqa: N818 - control flow inside the rules
+class _Reject(Exception):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
 
 
-def apply_batch(
-    inbound: Sequence[Inbound], view: View, *, now: datetime, seq_base: int
-) -> Changes:
+def apply_batch(inbound: Sequence[Inbound], view: View, *, now: datetime, seq_base: int) -> Changes:
     """Apply a batch's valid events, in order, to the stored state in `view`."""
     return _Batch(view, now, seq_base).run(inbound)
 
@@ -311,7 +307,9 @@ class _Batch:
             campaign = (
                 copy.deepcopy(stored)
                 if stored is not None
-                else CampaignState(campaign_id=campaign_id, created_at=self.now, updated_at=self.now)
+                else CampaignState(
+                    campaign_id=campaign_id, created_at=self.now, updated_at=self.now
+                )
             )
             self.campaigns[campaign_id] = campaign
         return campaign
@@ -430,14 +428,18 @@ class _Batch:
             "created_at": created_at,
             "content": data.content,
             "content_sha256": digest,
+            "extra": data.extra,
+            "source_event": {"source": event.source, "id": event.id, "time": event.time},
+        }
+        # Optional links only when given: the sparse indexes on them then stay small.
+        optional = {
             "run_id": data.run_id,
             "parent_version_id": data.parent_version_id,
             "feedback_id": data.feedback_id,
             "agent": data.agent,
             "metadata": data.metadata,
-            "extra": data.extra,
-            "source_event": {"source": event.source, "id": event.id, "time": event.time},
         }
+        self.new_versions[version_id].update({k: v for k, v in optional.items() if v is not None})
         stored_held = self.view.held_for(version_id)
         local_held = self.local_held.pop(version_id, [])
         self.changes.released.extend(held.key for held in stored_held)
@@ -445,9 +447,7 @@ class _Batch:
             self.changes.held = [h for h in self.changes.held if h.version_id != version_id]
         return True, sorted([*stored_held, *local_held], key=lambda held: held.seq)
 
-    def _audit_completed(
-        self, event: Event, data: AuditCompleted, campaign: CampaignState
-    ) -> bool:
+    def _audit_completed(self, event: Event, data: AuditCompleted, campaign: CampaignState) -> bool:
         version = self._bound_version(event, data.version_id)
         version.audit_attempts += 1
         version.audit_state = AUDIT_STATE_BY_OUTCOME[data.outcome]

@@ -56,7 +56,7 @@ async def orphans(ledger: Ledger) -> int:
             {"$match": {"v": {"$size": 0}}},
             {"$count": "n"},
         ]
-        found = await ledger.db[collection].aggregate(pipeline).to_list()
+        found = await (await ledger.db[collection].aggregate(pipeline)).to_list()
         total += found[0]["n"] if found else 0
     return total
 
@@ -342,14 +342,13 @@ async def test_indexes_and_validators_exist(ledger: Ledger) -> None:
     info = await ledger.db.versions.index_information()
     keys = {tuple(k for k, _ in spec["key"]) for spec in info.values()}
     assert ("artifact_id", "version_number") in keys
-    options = {c["name"]: c["options"] for c in await ledger.db.list_collections().to_list()}
+    options = {c["name"]: c["options"] for c in await (await ledger.db.list_collections()).to_list()}
     for name in ("campaigns", "artifacts", "versions", "audit_reports", "iteration_logs",
                  "orchestration_runs"):
         assert "$jsonSchema" in options[name]["validator"], name
-    plan = await ledger.db.versions.find(
-        {"artifact_id": "x", "version_number": {"$gt": 5}}
-    ).sort("version_number", 1).limit(50).explain()
-    assert "COLLSCAN" not in orjson.dumps(plan).decode()
+    cursor = ledger.db.versions.find({"artifact_id": "x", "version_number": {"$gt": 5}})
+    plan = await cursor.sort("version_number", 1).limit(50).explain()
+    assert "COLLSCAN" not in str(plan)
 
 
 async def _count(ledger: Ledger, collection: str, expected: int) -> bool:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from service.adapters.mongo_store import StoreUnavailable
 from tests.integration.harness import (
@@ -100,23 +101,27 @@ async def test_http_snapshot_equals_last_published(ledger: Ledger) -> None:
 
 
 class FlakyStore:
-    """Fails the first `failures` transactions the way a MongoDB outage does."""
+    """The consumer's view of MongoDB during an outage: its first transactions fail."""
 
     def __init__(self, failures: int) -> None:
         self.failures = failures
         self.failed = 0
 
-    def __call__(self, service: object, name: str) -> None:
-        store = service.store  # type: ignore[attr-defined]
-        real = store.in_transaction
+    def __call__(self, service: Any, name: str) -> None:
+        real = service.processor.store
+        flaky = self
 
-        async def flaky(work):  # type: ignore[no-untyped-def]
-            if self.failed < self.failures:
-                self.failed += 1
-                raise StoreUnavailable("injected: MongoDB is unreachable")
-            return await real(work)
+        class Failing:
+            def __getattr__(self, attribute: str) -> Any:
+                return getattr(real, attribute)
 
-        store.in_transaction = flaky
+            async def in_transaction(self, work: Any) -> Any:
+                if flaky.failed < flaky.failures:
+                    flaky.failed += 1
+                    raise StoreUnavailable("injected: MongoDB is unreachable")
+                return await real.in_transaction(work)
+
+        service.processor.store = Failing()
 
 
 async def test_offset_not_committed_while_mongodb_fails(
@@ -142,20 +147,12 @@ async def _at_least(flaky: FlakyStore, n: int) -> bool:
     return flaky.failed >= n
 
 
-async def _committed(settings, topic: str) -> int:  # type: ignore[no-untyped-def]
+async def _committed(settings: Any, topic: str) -> int:
     """Sum of the group's committed offsets over the topic's partitions."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap_servers,
-        group_id=settings.kafka_group_id,
-        enable_auto_commit=False,
-    )
-    await consumer.start()
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
+    await admin.start()
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        total = 0
-        for p in partitions:
-            committed = await consumer.committed(TopicPartition(topic, p))
-            total += committed or 0
-        return total
+        offsets = await admin.list_consumer_group_offsets(settings.kafka_group_id)
+        return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic)
     finally:
-        await consumer.stop()
+        await admin.close()

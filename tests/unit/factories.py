@@ -53,7 +53,7 @@ def cloud_event(
     data: dict[str, Any],
     *,
     source: str = "test",
-    id: str | None = None,  # noqa: A002 - the CloudEvents attribute's name
+    id: str | None = None,
     time: datetime | str | None = None,
     **attributes: Any,
 ) -> dict[str, Any]:
@@ -114,11 +114,11 @@ def inbound(raw: RawRecord) -> Inbound:
 
 
 def make_event(
-    type: str,  # noqa: A002 - the CloudEvents attribute's name
+    type: str,
     data: dict[str, Any],
     *,
     source: str = "test",
-    id: str | None = None,  # noqa: A002
+    id: str | None = None,
     time: datetime | str | None = None,
     key: bytes | str | None = _UNSET,
     **attributes: Any,
@@ -166,9 +166,7 @@ def generated(
     return make_event(EventType.ARTIFACT_GENERATED, data, **envelope)
 
 
-def audited(
-    campaign: str, version_id: str, outcome: str = "pass", **extra: Any
-) -> Inbound:
+def audited(campaign: str, version_id: str, outcome: str = "pass", **extra: Any) -> Inbound:
     envelope = _envelope(extra)
     data = _data(campaign, {"version_id": version_id, "outcome": outcome}, extra)
     return make_event(EventType.AUDIT_COMPLETED, data, **envelope)
@@ -192,7 +190,9 @@ def feedback(
 
 def created(campaign: str, name: str = "Spring launch", **extra: Any) -> Inbound:
     envelope = _envelope(extra)
-    return make_event(EventType.CAMPAIGN_CREATED, _data(campaign, {"name": name}, extra), **envelope)
+    return make_event(
+        EventType.CAMPAIGN_CREATED, _data(campaign, {"name": name}, extra), **envelope
+    )
 
 
 def status_changed(campaign: str, status: str, **extra: Any) -> Inbound:
@@ -207,9 +207,7 @@ def run_started(campaign: str, run_id: str, **extra: Any) -> Inbound:
     return make_event(EventType.RUN_STARTED, _data(campaign, {"run_id": run_id}, extra), **envelope)
 
 
-def run_completed(
-    campaign: str, run_id: str, status: str = "completed", **extra: Any
-) -> Inbound:
+def run_completed(campaign: str, run_id: str, status: str = "completed", **extra: Any) -> Inbound:
     envelope = _envelope(extra)
     return make_event(
         EventType.RUN_COMPLETED,

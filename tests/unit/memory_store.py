@@ -30,7 +30,6 @@ from service.domain.ledger import (
     prefetch_keys,
 )
 from service.domain.state import CampaignState, VersionState
-
 from tests.unit.factories import BASE_TIME
 
 Record = dict[str, Any]
@@ -210,7 +209,9 @@ class MemoryStore:
             value = tuple(doc.get(name) for name in unique)
             for other in docs.values():
                 if tuple(other.get(name) for name in unique) == value:
-                    raise DuplicateKey(f"{collection} already holds {dict(zip(unique, value))}")
+                    raise DuplicateKey(
+                        f"{collection} already holds {dict(zip(unique, value, strict=True))}"
+                    )
         docs[doc["_id"]] = doc
         if collection == "versions":
             self.versions[doc["_id"]] = version_state(doc)
@@ -241,16 +242,16 @@ class MemoryStore:
         """Everything stored, comparable between two stores (held events without times)."""
         return {
             "processed": dict(self.processed),
-            "campaign_states": {k: v.snapshot() | v.private() for k, v in self.campaign_states.items()},
+            "campaign_states": {
+                k: v.snapshot() | v.private() for k, v in self.campaign_states.items()
+            },
             "campaigns": copy.deepcopy(self.campaigns),
             "artifacts": copy.deepcopy(self.artifacts),
             "runs": copy.deepcopy(self.runs),
             "versions": copy.deepcopy(self.version_records),
             "audit_reports": copy.deepcopy(self.audit_reports),
             "iteration_logs": copy.deepcopy(self.iteration_logs),
-            "held": {
-                mark: (h.version_id, h.inbound.event.key) for mark, h in self.held.items()
-            },
+            "held": {mark: (h.version_id, h.inbound.event.key) for mark, h in self.held.items()},
         }
 
 

@@ -11,7 +11,6 @@ import pytest
 
 from service.domain.events import ArtifactGenerated, Event, EventType
 from service.domain.ingest import MAX_NESTING, RawRecord, Rejection, decode
-
 from tests.unit.factories import cloud_event, record
 
 LIMIT = 1024 * 1024
@@ -205,7 +204,12 @@ def test_not_cloudevent_when_an_attribute_is_wrong(name: str, value: Any) -> Non
 
 @pytest.mark.parametrize(
     "event_type",
-    ["campaign.snapshot.updated", "campaign.event.rejected", "campaign.unknown", "Campaign.created"],
+    [
+        "campaign.snapshot.updated",
+        "campaign.event.rejected",
+        "campaign.unknown",
+        "Campaign.created",
+    ],
 )
 def test_unknown_type(event_type: str) -> None:
     rejected(record(cloud_event(event_type, {"campaign_id": "c-1"})), "unknown_type")
@@ -225,18 +229,38 @@ def test_unknown_type(event_type: str) -> None:
         (EventType.ARTIFACT_GENERATED, artifact_data(content="text")),
         (EventType.ARTIFACT_GENERATED, without(artifact_data(), "content")),
         (EventType.ARTIFACT_GENERATED, artifact_data(generated_at="2025-03-01T12:00:00")),
-        (EventType.FEEDBACK_SUBMITTED, {"campaign_id": "c-1", "artifact_id": "a-1",
-                                        "version_id": "v-1", "feedback_text": ""}),
-        (EventType.AUDIT_COMPLETED, {"campaign_id": "c-1", "version_id": "v-1",
-                                     "outcome": "pass", "category_scores": {"tone": {"score": 101}}}),
-        (EventType.AUDIT_COMPLETED, {"campaign_id": "c-1", "version_id": "v-1",
-                                     "outcome": "pass", "category_scores": {"tone": {"score": -1}}}),
-        (EventType.AUDIT_COMPLETED, {"campaign_id": "c-1", "version_id": "v-1",
-                                     "outcome": "passed"}),
+        (
+            EventType.FEEDBACK_SUBMITTED,
+            {"campaign_id": "c-1", "artifact_id": "a-1", "version_id": "v-1", "feedback_text": ""},
+        ),
+        (
+            EventType.AUDIT_COMPLETED,
+            {
+                "campaign_id": "c-1",
+                "version_id": "v-1",
+                "outcome": "pass",
+                "category_scores": {"tone": {"score": 101}},
+            },
+        ),
+        (
+            EventType.AUDIT_COMPLETED,
+            {
+                "campaign_id": "c-1",
+                "version_id": "v-1",
+                "outcome": "pass",
+                "category_scores": {"tone": {"score": -1}},
+            },
+        ),
+        (
+            EventType.AUDIT_COMPLETED,
+            {"campaign_id": "c-1", "version_id": "v-1", "outcome": "passed"},
+        ),
         (EventType.STATUS_CHANGED, {"campaign_id": "c-1", "status": "archived"}),
         (EventType.RUN_COMPLETED, {"campaign_id": "c-1", "run_id": "r-1", "status": "running"}),
-        (EventType.RUN_STARTED, {"campaign_id": "c-1", "run_id": "r-1",
-                                 "execution_mode": "chaotic"}),
+        (
+            EventType.RUN_STARTED,
+            {"campaign_id": "c-1", "run_id": "r-1", "execution_mode": "chaotic"},
+        ),
         (EventType.CAMPAIGN_CREATED, {"campaign_id": "c-1", "name": ""}),
         (EventType.CAMPAIGN_CREATED, {"campaign_id": "c-1"}),
         (EventType.VERSION_APPROVED, {"campaign_id": "c-1"}),
@@ -247,9 +271,7 @@ def test_invalid_data(event_type: str, data: dict[str, Any]) -> None:
     assert "data." in rejection.detail
 
 
-@pytest.mark.parametrize(
-    "campaign_id", ["c/1", "c" * 129, "", "c 1", None, 7]
-)
+@pytest.mark.parametrize("campaign_id", ["c/1", "c" * 129, "", "c 1", None, 7])
 def test_invalid_campaign_id(campaign_id: Any) -> None:
     data = {"campaign_id": campaign_id}
     rejected(record(cloud_event(EventType.DELETE_REQUESTED, data), key=None), "invalid_data")

@@ -94,7 +94,8 @@ VALIDATORS: dict[str, dict[str, Any]] = {
             "campaign_id": _STRING,
             "version_id": _STRING,
             "artifact_id": _STRING,
-            "iteration_number": {"bsonType": ["int", "long"], "minimum": 1},
+            "feedback_number": {"bsonType": ["int", "long"], "minimum": 1},
+            "submitted_at": _DATE,
             "feedback_text": _STRING,
         }
     ),
@@ -125,8 +126,8 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("campaign_id", ASCENDING)]),
     ],
     ITERATION_LOGS: [
-        IndexModel([("campaign_id", ASCENDING), ("iteration_number", ASCENDING)], unique=True),
-        IndexModel([("version_id", ASCENDING)]),
+        IndexModel([("campaign_id", ASCENDING), ("submitted_at", ASCENDING), ("_id", ASCENDING)]),
+        IndexModel([("version_id", ASCENDING), ("feedback_number", ASCENDING)], unique=True),
         IndexModel([("feedback_id", ASCENDING)]),
     ],
     RUNS: [IndexModel([("campaign_id", ASCENDING)])],

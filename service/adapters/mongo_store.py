@@ -460,11 +460,19 @@ class MongoStore:
         cursor = self.db[cols.AUDIT_REPORTS].find({"version_id": version_id}, sort=[("attempt", 1)])
         return await cursor.to_list()
 
-    async def iteration_page(self, campaign_id: str, after: int, limit: int) -> list[Document]:
+    async def iteration_page(
+        self, campaign_id: str, after: tuple[datetime, str] | None, limit: int
+    ) -> list[Document]:
+        """Iteration logs oldest first (by submission time, then id), after a cursor."""
+        query: Document = {"campaign_id": campaign_id}
+        if after is not None:
+            at, log_id = after
+            query["$or"] = [
+                {"submitted_at": {"$gt": at}},
+                {"submitted_at": at, "_id": {"$gt": log_id}},
+            ]
         cursor = self.db[cols.ITERATION_LOGS].find(
-            {"campaign_id": campaign_id, "iteration_number": {"$gt": after}},
-            sort=[("iteration_number", 1)],
-            limit=limit,
+            query, sort=[("submitted_at", 1), ("_id", 1)], limit=limit
         )
         return await cursor.to_list()
 
@@ -530,6 +538,7 @@ def version_state(doc: Document) -> VersionState:
         content_sha256=doc["content_sha256"],
         audit_state=doc["audit_state"],
         audit_attempts=doc["audit_attempts"],
+        feedback_count=doc.get("feedback_count", 0),
         archived=doc["archived"],
         approved=doc["approved"],
     )

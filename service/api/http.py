@@ -6,7 +6,7 @@ import base64
 import hmac
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
@@ -130,6 +130,16 @@ def _page_after(after: str | None) -> int:
     return int(after)
 
 
+def _iteration_cursor(after: str | None) -> tuple[datetime, str] | None:
+    """`next` of the iterations route: submission time (ms) and log id."""
+    if not after:
+        return None
+    millis, _, log_id = after.partition(".")
+    if not millis.isdigit() or len(millis) > 15 or not log_id:
+        raise HTTPException(400, "after: not a cursor this API returned")
+    return datetime.fromtimestamp(int(millis) / 1000, UTC), log_id
+
+
 def _version_item(doc: dict[str, Any]) -> dict[str, Any]:
     return {
         "version_id": doc["_id"],
@@ -241,9 +251,9 @@ def build_api(
     async def get_iterations(
         campaign_id: CampaignId,
         limit: Annotated[int, Query(ge=1, le=500)] = 100,
-        after: Annotated[str | None, Query(max_length=32)] = None,
+        after: Annotated[str | None, Query(max_length=200)] = None,
     ) -> Response:
-        start = _page_after(after)
+        start = _iteration_cursor(after)
         await snapshot_of(campaign_id)
         logs = await store.iteration_page(campaign_id, start, limit + 1)
         page = logs[:limit]
@@ -265,9 +275,11 @@ def build_api(
             ]
             items.append(item)
         more = len(logs) > limit
-        return json_response(
-            {"items": items, "next": str(page[-1]["iteration_number"]) if more else None}
-        )
+        cursor = None
+        if more:
+            last = page[-1]
+            cursor = f"{int(last['submitted_at'].timestamp() * 1000)}.{last['_id']}"
+        return json_response({"items": items, "next": cursor})
 
     @guarded.get(
         "/campaigns/{campaign_id}/metrics",

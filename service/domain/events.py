@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     AwareDatetime,
     BaseModel,
     ConfigDict,
@@ -32,7 +33,15 @@ def _to_millis(value: datetime) -> datetime:
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
-Timestamp = Annotated[AwareDatetime, AfterValidator(_to_millis)]
+def _rfc3339_text(value: Any) -> Any:
+    # pydantic would read a number as Unix seconds; the contract wants RFC 3339 text.
+    if not isinstance(value, str):
+        msg = "must be an RFC 3339 date-time string with a zone, e.g. 2026-03-01T12:00:00Z"
+        raise ValueError(msg)  # noqa: TRY004 - pydantic turns ValueError into a field error
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), AfterValidator(_to_millis)]
 JsonObject = dict[str, Any]
 
 
@@ -241,8 +250,8 @@ class Event:
 
 
 def event_key(source: str, event_id: str) -> str:
-    # The unit separator cannot appear in a sensible source URI; it keeps the pair unambiguous.
-    return f"{source}\x1f{event_id}"
+    # Length-prefixed, so no two (source, id) pairs share a key whatever characters they hold.
+    return f"{len(source)}:{source}{event_id}"
 
 
 # ---- outbound events -------------------------------------------------------------------

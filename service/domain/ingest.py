@@ -8,11 +8,11 @@ keeps one bad value from stalling a partition.
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from service.domain.events import DATA_MODELS, CloudEventEnvelope, Event, EventType
 
@@ -83,8 +83,12 @@ def _decode(record: RawRecord, max_event_bytes: int) -> Event:
     except UnicodeDecodeError as error:
         raise Reject("not_utf8", f"the value is not UTF-8 text: {error}") from None
     try:
-        document = orjson.loads(value)
-    except orjson.JSONDecodeError as error:
+        document = json.loads(
+            value, parse_int=_int64, parse_float=_finite, parse_constant=_no_constant
+        )
+    except _TooLarge as error:
+        raise Reject("unstorable_value", str(error)) from None
+    except ValueError as error:
         raise Reject("not_json", f"the value is not JSON: {error}") from None
     if not isinstance(document, dict):
         raise Reject("not_cloudevent", "the value is JSON but not an object; expected a CloudEvent")
@@ -113,6 +117,33 @@ def _decode(record: RawRecord, max_event_bytes: int) -> Event:
     )
 
 
+class _TooLarge(ValueError):
+    pass
+
+
+def _int64(text: str) -> int:
+    # The standard parser, not orjson: orjson turns integers past 64 bits into floats,
+    # silently losing digits; here they are refused with the reason.
+    value = int(text)
+    if not INT64_MIN <= value <= INT64_MAX:
+        msg = f"the integer {text[:40]} does not fit in 64 bits, as MongoDB needs"
+        raise _TooLarge(msg)
+    return value
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if value in {float("inf"), float("-inf")}:
+        msg = f"{text[:40]} is out of range for a JSON number"
+        raise ValueError(msg)
+    return value
+
+
+def _no_constant(text: str) -> Any:
+    msg = f"{text} is not a JSON number"
+    raise ValueError(msg)
+
+
 def _check_campaign(record: RawRecord, envelope: CloudEventEnvelope, campaign_id: str) -> None:
     if record.key is not None:
         key = _text_or_none(record.key)
@@ -130,7 +161,10 @@ def _check_campaign(record: RawRecord, envelope: CloudEventEnvelope, campaign_id
 
 
 def _check_storable(value: Any, path: str, depth: int) -> None:
-    """Refuse what MongoDB could not store, so it is rejected here and never retried there."""
+    """Refuse what MongoDB could not store, so it is rejected here and never retried there.
+
+    (Integers past 64 bits are refused by the parser already.)
+    """
     if depth > MAX_NESTING:
         raise Reject("unstorable_value", f"{path} nests deeper than {MAX_NESTING} levels")
     if isinstance(value, dict):
@@ -141,9 +175,6 @@ def _check_storable(value: Any, path: str, depth: int) -> None:
     elif isinstance(value, list):
         for index, item in enumerate(value):
             _check_storable(item, f"{path}[{index}]", depth + 1)
-    elif isinstance(value, int) and not isinstance(value, bool):
-        if not INT64_MIN <= value <= INT64_MAX:
-            raise Reject("unstorable_value", f"{path} is an integer outside 64 bits")
 
 
 def _explain(error: ValidationError, prefix: str) -> str:
@@ -166,7 +197,3 @@ def _text_or_none(raw: bytes | None) -> str | None:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return None
-
-
-def model_schema(model: type[BaseModel]) -> dict[str, Any]:
-    return model.model_json_schema()

@@ -244,6 +244,9 @@ class _Batch:
         self.local_held: dict[str, list[HeldEvent]] = {}
         self.archived_here: set[str] = set()
         self.changed: set[str] = set()
+        # ids first claimed in this batch: owners the view cannot know yet
+        self.new_artifact_owners: dict[str, str] = {}
+        self.new_run_owners: dict[str, str] = {}
 
     # ---- driving ---------------------------------------------------------------------
 
@@ -338,13 +341,14 @@ class _Batch:
     def _run(self, campaign: CampaignState, run_id: str) -> RunState:
         run = campaign.runs.get(run_id)
         if run is None:
-            owner = self.view.run_owner(run_id)
+            owner = self.new_run_owners.get(run_id) or self.view.run_owner(run_id)
             if owner is not None and owner != campaign.campaign_id:
                 raise _Reject(
                     "id_conflict", f"run {run_id} belongs to campaign {owner}; run ids are global"
                 )
             run = RunState(run_id=run_id)
             campaign.runs[run_id] = run
+            self.new_run_owners[run_id] = campaign.campaign_id
         self.dirty_runs.add((campaign.campaign_id, run_id))
         return run
 
@@ -365,11 +369,14 @@ class _Batch:
         digest = content_digest(data.content)
         artifact = campaign.artifacts.get(data.artifact_id)
         if artifact is None:
-            owner = self.view.artifact_owner(data.artifact_id)
-            if owner is not None and owner[0] != campaign.campaign_id:
+            stored_owner = self.view.artifact_owner(data.artifact_id)
+            owner = self.new_artifact_owners.get(data.artifact_id) or (
+                stored_owner[0] if stored_owner else None
+            )
+            if owner is not None and owner != campaign.campaign_id:
                 raise _Reject(
                     "id_conflict",
-                    f"artifact {data.artifact_id} belongs to campaign {owner[0]}; "
+                    f"artifact {data.artifact_id} belongs to campaign {owner}; "
                     "artifact ids are global",
                 )
         elif artifact.artifact_type != data.artifact_type:
@@ -403,6 +410,7 @@ class _Batch:
                 updated_at=created_at,
             )
             campaign.artifacts[data.artifact_id] = artifact
+            self.new_artifact_owners[data.artifact_id] = campaign.campaign_id
         artifact.version_count += 1
         artifact.created_at = min(artifact.created_at, created_at)
         artifact.updated_at = max(artifact.updated_at, created_at)
@@ -493,6 +501,10 @@ class _Batch:
                 f"not {data.artifact_id}",
             )
         campaign.counts.iteration_logs += 1
+        # Numbered per version: a version's feedback all waits or all applies, in topic
+        # order, so the number is the same however the topics interleave.
+        version.feedback_count += 1
+        self._touch_version(version)
         self.changes.insert(
             "iteration_logs",
             {
@@ -502,7 +514,7 @@ class _Batch:
                 "artifact_id": data.artifact_id,
                 "version_id": data.version_id,
                 "version_number": version.version_number,
-                "iteration_number": campaign.counts.iteration_logs,
+                "feedback_number": version.feedback_count,
                 "feedback_text": data.feedback_text,
                 "tags": data.tags,
                 "rationale": data.rationale,
@@ -696,6 +708,7 @@ def _version_marks(version: VersionState) -> Record:
     return {
         "audit_state": version.audit_state,
         "audit_attempts": version.audit_attempts,
+        "feedback_count": version.feedback_count,
         "archived": version.archived,
         "approved": version.approved,
     }

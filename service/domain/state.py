@@ -46,6 +46,7 @@ class VersionState:
     content_sha256: str
     audit_state: str = PENDING
     audit_attempts: int = 0
+    feedback_count: int = 0
     archived: bool = False
     approved: bool = False
 

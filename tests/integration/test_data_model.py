@@ -160,7 +160,7 @@ async def test_feedback_links_old_version_feedback_and_new_version(ledger: Ledge
     [log] = body["items"]
     assert log["version_id"] == f"{artifact}.v1"
     assert log["feedback_text"] == "Warmer tone, shorter headline"
-    assert log["iteration_number"] == 1
+    assert log["feedback_number"] == 1
     assert log["resulting_versions"] == [{"version_id": f"{artifact}.v2", "version_number": 2}]
     assert body["next"] is None
 

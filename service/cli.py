@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -26,7 +27,8 @@ def serve() -> None:
         access_log=False,
         timeout_graceful_shutdown=30,
     )
-    uvicorn.Server(config).run()
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has shut down cleanly
+        uvicorn.Server(config).run()
 
 
 def schemas(out: Path) -> None:

@@ -7,6 +7,7 @@ extra fields are kept, never an error").
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -33,11 +34,16 @@ def _to_millis(value: datetime) -> datetime:
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
+RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+
 def _rfc3339_text(value: Any) -> Any:
-    # pydantic would read a number as Unix seconds; the contract wants RFC 3339 text.
-    if not isinstance(value, str):
-        msg = "must be an RFC 3339 date-time string with a zone, e.g. 2026-03-01T12:00:00Z"
-        raise ValueError(msg)  # noqa: TRY004 - pydantic turns ValueError into a field error
+    # pydantic alone would also read numbers, digit strings and other forms as times.
+    if not isinstance(value, str) or not RFC3339.match(value):
+        msg = "must be an RFC 3339 date-time with a zone, e.g. 2026-03-01T12:00:00Z"
+        raise ValueError(msg)
     return value
 
 

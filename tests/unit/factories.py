@@ -138,9 +138,14 @@ def _envelope(kw: dict[str, Any]) -> dict[str, Any]:
     return {name: kw.pop(name) for name in ("source", "id", "time", "key") if name in kw}
 
 
+def key_of(source: str, event_id: str) -> str:
+    """The stored form of `(source, id)`: length-prefixed, so no two pairs share it."""
+    return f"{len(source)}:{source}{event_id}"
+
+
 def derived_version_id(source: str, event_id: str) -> str:
     """The version id the rules derive for an artifact event without `version_id`."""
-    return derive_id("v", f"{source}\x1f{event_id}")
+    return derive_id("v", key_of(source, event_id))
 
 
 def generated(

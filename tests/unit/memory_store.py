@@ -44,9 +44,9 @@ _ENTITY_COLLECTION = {
 _UNIQUE = {
     "versions": ("artifact_id", "version_number"),
     "audit_reports": ("version_id", "attempt"),
-    "iteration_logs": ("campaign_id", "iteration_number"),
+    "iteration_logs": ("version_id", "feedback_number"),
 }
-_VERSION_MARKS = ("audit_state", "audit_attempts", "archived", "approved")
+_VERSION_MARKS = ("audit_state", "audit_attempts", "feedback_count", "archived", "approved")
 MAX_MISSING_ROUNDS = 1000
 
 
@@ -72,6 +72,9 @@ def version_state(record: Record) -> VersionState:
         content_sha256=record["content_sha256"],
         audit_state=record["audit_state"],
         audit_attempts=record["audit_attempts"],
+        # mongo_store reads it with a default of 0 for versions stored before the field
+        # existed; every record here is written by the current rules, so it must be present.
+        feedback_count=record["feedback_count"],
         archived=record["archived"],
         approved=record["approved"],
     )
@@ -237,6 +240,14 @@ class MemoryStore:
     def snapshot(self, campaign_id: str) -> dict[str, Any] | None:
         state = self.campaign_states.get(campaign_id)
         return state.snapshot() if state is not None else None
+
+    def iterations(self, campaign_id: str) -> list[Record]:
+        """A campaign's iteration logs oldest first, as `MongoStore.iteration_page` sorts them:
+        by submission time, then `_id`."""
+        return sorted(
+            (log for log in self.iteration_logs.values() if log["campaign_id"] == campaign_id),
+            key=lambda log: (log["submitted_at"], log["_id"]),
+        )
 
     def documents(self) -> dict[str, Any]:
         """Everything stored, comparable between two stores (held events without times)."""

@@ -134,6 +134,34 @@ def test_a_version_record_keeps_what_was_sent(store: MemoryStore) -> None:
         "source_event": {"source": "agents/copy", "id": "e-1", "time": f.at(0)},
         "audit_state": "pending",
         "audit_attempts": 0,
+        "feedback_count": 0,
+        "archived": False,
+        "approved": False,
+    }
+
+
+def test_a_version_record_omits_the_optional_links_not_sent(store: MemoryStore) -> None:
+    """Absent, not null: the sparse indexes on these links then hold only the versions that
+    have them."""
+    send(store, f.generated(C1, "a-1", "v-1", content={"t": 1}, source="agents/copy", id="e-1"))
+    version = store.version_records["v-1"]
+    for name in ("run_id", "parent_version_id", "feedback_id", "agent", "metadata"):
+        assert name not in version, name
+    assert version == {
+        "_id": "v-1",
+        "version_id": "v-1",
+        "campaign_id": C1,
+        "artifact_id": "a-1",
+        "artifact_type": "copy",
+        "version_number": 1,
+        "created_at": f.BASE_TIME,
+        "content": {"t": 1},
+        "content_sha256": version["content_sha256"],
+        "extra": {},
+        "source_event": {"source": "agents/copy", "id": "e-1", "time": f.BASE_TIME},
+        "audit_state": "pending",
+        "audit_attempts": 0,
+        "feedback_count": 0,
         "archived": False,
         "approved": False,
     }
@@ -206,33 +234,54 @@ def test_a_run_of_another_campaign_is_an_id_conflict(store: MemoryStore) -> None
     assert "v-2" not in store.version_records
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ledger._artifact_generated checks artifact ownership only against the stored "
-    "owner (view.artifact_owner), not against artifacts created earlier in the same batch by "
-    "another campaign, so both campaigns get it as version 1: the batch then breaks the "
-    "unique (artifact_id, version_number) index, which in MongoDB is E11000 -> ConcurrentUpdate "
-    "-> nack and retry of the same batch",
-)
 def test_an_artifact_claimed_by_two_campaigns_in_one_batch_is_an_id_conflict(
     store: MemoryStore,
 ) -> None:
-    delivery = send_batch(store, f.generated(C1, "a-1", "v-1"), f.generated(C2, "a-1", "v-2"))
+    """The first campaign to name an artifact in a batch owns it, though it is not stored yet."""
+    delivery = send_batch(
+        store,
+        f.generated(C1, "a-1", "v-1"),
+        f.generated(C2, "a-1", "v-2"),
+        f.generated(C1, "a-1", "v-3"),
+    )
     assert delivery.reasons() == ["id_conflict"]
+    [rejection] = delivery.rejections
+    assert rejection.inbound.event.campaign_id == C2
+    assert C1 in rejection.detail
     assert "v-2" not in store.version_records
+    assert [v["_id"] for v in versions_of(store, "a-1")] == ["v-1", "v-3"]
+    assert store.artifacts["a-1"]["campaign_id"] == C1
+    assert store.snapshot(C2) is None
+    assert delivery.revisions(C1) == [1, 2]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ledger._Batch._run checks run ownership only against the stored owner "
-    "(view.run_owner), not against runs created earlier in the same batch by another campaign, "
-    "so both campaigns get the run",
-)
 def test_a_run_claimed_by_two_campaigns_in_one_batch_is_an_id_conflict(
     store: MemoryStore,
 ) -> None:
-    delivery = send_batch(store, f.run_started(C1, "r-1"), f.run_started(C2, "r-1"))
+    delivery = send_batch(
+        store,
+        f.run_started(C1, "r-1"),
+        f.run_started(C2, "r-1"),
+        f.generated(C2, "a-2", "v-2", run_id="r-1"),
+        f.run_completed(C1, "r-1"),
+    )
+    assert delivery.reasons() == ["id_conflict", "id_conflict"]
+    assert all(r.inbound.event.campaign_id == C2 for r in delivery.rejections)
+    assert store.runs["r-1"]["campaign_id"] == C1
+    assert store.runs["r-1"]["status"] == "completed"
+    assert "v-2" not in store.version_records
+    assert store.snapshot(C2) is None
+    assert delivery.revisions(C1) == [1, 2]
+
+
+def test_a_run_first_named_by_an_artifact_event_in_a_batch_is_owned_by_its_campaign(
+    store: MemoryStore,
+) -> None:
+    delivery = send_batch(
+        store, f.generated(C1, "a-1", "v-1", run_id="r-1"), f.run_started(C2, "r-1")
+    )
     assert delivery.reasons() == ["id_conflict"]
+    assert store.runs["r-1"]["campaign_id"] == C1
     assert store.snapshot(C2) is None
 
 
@@ -246,13 +295,13 @@ def test_a_new_artifact_type_is_an_artifact_type_conflict(store: MemoryStore) ->
 
 def test_the_derived_version_id_comes_from_source_and_id(store: MemoryStore) -> None:
     event = f.generated(C1, "a-1", source="agents/copy", id="e-7")
-    expected = derive_id("v", "agents/copy\x1fe-7")
+    expected = derive_id("v", "11:agents/copye-7")  # the key: len(source), ":", source, id
     assert f.derived_version_id("agents/copy", "e-7") == expected
     send(store, event, event)
     assert list(store.version_records) == [expected]
     # another producer's event with the same id is another event, hence another version
     send(store, f.generated(C1, "a-1", source="agents/other", id="e-7"))
-    assert versions_of(store, "a-1")[1]["_id"] == derive_id("v", "agents/other\x1fe-7")
+    assert versions_of(store, "a-1")[1]["_id"] == derive_id("v", "12:agents/othere-7")
     # and the derivation does not depend on the store
     other = MemoryStore()
     send(other, f.generated(C1, "a-1", source="agents/copy", id="e-7", content={"x": 1}))
@@ -358,7 +407,7 @@ def test_an_audit_of_a_version_of_another_campaign_is_refused(store: MemoryStore
 # ---- feedback --------------------------------------------------------------------------------
 
 
-def test_feedback_becomes_numbered_iteration_logs(store: MemoryStore) -> None:
+def test_feedback_becomes_iteration_logs_numbered_per_version(store: MemoryStore) -> None:
     send(
         store,
         f.generated(C1, "a-1", "v-1"),
@@ -366,18 +415,50 @@ def test_feedback_becomes_numbered_iteration_logs(store: MemoryStore) -> None:
     )
     send(
         store,
-        f.feedback(C1, "a-1", "v-1", "shorter", id="fb-1", tags=["tone"]),
-        f.feedback(C1, "a-2", "v-9", "bolder", id="fb-2"),
+        f.feedback(C1, "a-1", "v-1", "shorter", id="fb-1", tags=["tone"], time=f.at(10)),
+        f.feedback(C1, "a-2", "v-9", "bolder", id="fb-2", time=f.at(20)),
+        f.feedback(C1, "a-1", "v-1", "warmer", id="fb-3", time=f.at(30)),
     )
-    logs = sorted(store.iteration_logs.values(), key=lambda log: log["iteration_number"])
-    assert [(log["iteration_number"], log["feedback_id"], log["version_id"]) for log in logs] == [
-        (1, "fb-1", "v-1"),
-        (2, "fb-2", "v-9"),
+    logs = store.iterations(C1)
+    assert [(log["feedback_id"], log["version_id"], log["feedback_number"]) for log in logs] == [
+        ("fb-1", "v-1", 1),
+        ("fb-2", "v-9", 1),
+        ("fb-3", "v-1", 2),
     ]
+    assert all("iteration_number" not in log for log in logs)
     assert logs[0]["tags"] == ["tone"]
     assert logs[0]["version_number"] == 1
     assert logs[0]["feedback_text"] == "shorter"
-    assert store.snapshot(C1)["counts"]["iteration_logs"] == 2  # type: ignore[index]
+    assert logs[0]["submitted_at"] == f.at(10)
+    assert store.version_records["v-1"]["feedback_count"] == 2
+    assert store.version_records["v-9"]["feedback_count"] == 1
+    assert store.versions["v-1"].feedback_count == 2
+    assert store.snapshot(C1)["counts"]["iteration_logs"] == 3  # type: ignore[index]
+
+
+def test_iterations_are_listed_by_submission_time_then_id(store: MemoryStore) -> None:
+    """`submitted_at` (default: the event's time) then `_id`, as `MongoStore.iteration_page`
+    sorts them; `feedback_number` keeps the order of arrival per version."""
+    send(store, f.generated(C1, "a-1", "v-1"), f.generated(C1, "a-2", "v-2"))
+    send(
+        store,
+        f.feedback(C1, "a-1", "v-1", "late", id="fb-1", submitted_at=f.iso_z(f.at(50))),
+        f.feedback(C1, "a-2", "v-2", "early", id="fb-2", time=f.at(10)),
+        f.feedback(C1, "a-1", "v-1", "tie", id="fb-3", time=f.at(50)),
+    )
+    by_feedback = {log["feedback_id"]: log for log in store.iteration_logs.values()}
+    assert {k: log["submitted_at"] for k, log in by_feedback.items()} == {
+        "fb-1": f.at(50),
+        "fb-2": f.at(10),
+        "fb-3": f.at(50),
+    }
+    tied = sorted(("fb-1", "fb-3"), key=lambda k: by_feedback[k]["_id"])
+    assert [log["feedback_id"] for log in store.iterations(C1)] == ["fb-2", *tied]
+    assert {k: log["feedback_number"] for k, log in by_feedback.items()} == {
+        "fb-1": 1,
+        "fb-2": 1,
+        "fb-3": 2,
+    }
 
 
 def test_feedback_naming_another_artifact_is_a_version_mismatch(store: MemoryStore) -> None:
@@ -394,7 +475,8 @@ def test_feedback_before_its_version_is_held_then_logged(store: MemoryStore) -> 
     delivery = send(store, f.generated(C1, "a-1", "v-1"))
     assert delivery.revisions(C1) == [1, 2]
     [log] = store.iteration_logs.values()
-    assert log["iteration_number"] == 1
+    assert log["feedback_number"] == 1
+    assert store.version_records["v-1"]["feedback_count"] == 1
 
 
 # ---- approval and archiving --------------------------------------------------------------------
@@ -566,20 +648,34 @@ def test_campaign_created_fills_in_name_and_brief(store: MemoryStore) -> None:
     assert store.campaigns[C1]["campaign_id"] == C1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: contract 3 says a campaign comes into being with the first event that names "
-    "it, but an event that changes nothing on a new campaign (status-changed to 'draft', "
-    "restore-requested) leaves no campaign behind (ledger._apply: revision stays 0)",
-)
 @pytest.mark.parametrize("first", ["status_draft", "restore"])
-def test_the_first_event_naming_a_campaign_brings_it_into_being(
+def test_an_event_that_changes_nothing_does_not_bring_a_campaign_into_being(
     store: MemoryStore, first: str
 ) -> None:
+    """Decided behaviour, not a bug: status-changed to "draft" (the status a new campaign has
+    anyway) or restore-requested (it is not deleted) for an unknown campaign stores and
+    publishes nothing. Contract 9 says an event that changes nothing publishes nothing new,
+    and it keeps the final state independent of the interleaving of topics: were the campaign
+    to come into being here, a restore-requested first on the lifecycle topic would count one
+    revision more than the same restore-requested after an artifact event."""
     event = f.status_changed(C1, "draft") if first == "status_draft" else f.restore_requested(C1)
     delivery = send(store, event)
-    assert delivery.revisions(C1) == [1]
-    assert store.snapshot(C1) is not None
+    assert delivery.snapshots == []
+    assert delivery.rejections == []
+    assert store.snapshot(C1) is None
+    assert C1 not in store.campaigns
+    assert [key for key, _ in delivery.changes[0].processed] == [event.event.key]  # marked
+    # the next event that changes something brings it into being, at revision 1
+    assert send(store, f.created(C1, "Spring")).revisions(C1) == [1]
+    # and the same final state whichever topic came first
+    generated = f.generated(C2, "a-1", "v-1")
+    lifecycle = f.restore_requested(C2)
+    first_lifecycle, first_artifact = MemoryStore(), MemoryStore()
+    send(first_lifecycle, lifecycle, generated)
+    send(first_artifact, generated, lifecycle)
+    assert first_lifecycle.snapshot(C2) == first_artifact.snapshot(C2)
+    assert first_lifecycle.documents() == first_artifact.documents()
+    assert first_lifecycle.snapshot(C2)["revision"] == 1  # type: ignore[index]
 
 
 # ---- runs ------------------------------------------------------------------------------------
@@ -815,31 +911,43 @@ def test_a_version_created_then_updated_in_later_batches_keeps_time_types(
     assert store.version_records["v-1"]["approved_at"] == f.at(3600)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: ledger._feedback_submitted numbers an iteration log when it is applied "
-    "(campaign.counts.iteration_logs), so feedback held for a late version is numbered after "
-    "feedback that came later on the feedback topic: the stored iteration_number depends on "
-    "the interleaving of the artifact and feedback topics, against ledger.py's promise of the "
-    "same final state for any order that keeps each topic's per-campaign order",
-)
-def test_iteration_numbers_do_not_depend_on_the_interleaving_of_topics() -> None:
+@pytest.mark.parametrize("batched", [False, True])
+def test_feedback_numbers_do_not_depend_on_the_interleaving_of_topics(batched: bool) -> None:
+    """Feedback is numbered per version, and a version's feedback all waits for it or all
+    applies, in topic order: so feedback held for a late version gets the same numbers as
+    when the version came first."""
     v1 = f.generated(C1, "a-1", "v-1")
     v2 = f.generated(C1, "a-1", "v-2")
     about_v2 = f.feedback(C1, "a-1", "v-2", "first note", id="fb-1")
     about_v1 = f.feedback(C1, "a-1", "v-1", "second note", id="fb-2")
+    about_v2_again = f.feedback(C1, "a-1", "v-2", "third note", id="fb-3")
 
-    def numbers(*order: Inbound) -> dict[str, int]:
+    def stored(*order: Inbound) -> MemoryStore:
         target = MemoryStore()
-        send(target, *order)
+        if batched:
+            send_batch(target, *order)
+        else:
+            send(target, *order)
+        return target
+
+    def numbers(target: MemoryStore) -> dict[str, int]:
         return {
-            log["feedback_id"]: log["iteration_number"] for log in target.iteration_logs.values()
+            log["feedback_id"]: log["feedback_number"] for log in target.iteration_logs.values()
         }
 
-    in_order = numbers(v1, v2, about_v2, about_v1)
-    assert in_order == {"fb-1": 1, "fb-2": 2}
-    # the same per-topic orders (v1 before v2; fb-1 before fb-2), the topics interleaved
-    assert numbers(v1, about_v2, about_v1, v2) == in_order
+    in_order = stored(v1, v2, about_v2, about_v1, about_v2_again)
+    assert numbers(in_order) == {"fb-1": 1, "fb-2": 1, "fb-3": 2}
+    # the same per-topic orders (v1 before v2; fb-1, fb-2, fb-3), the topics interleaved
+    for order in (
+        (v1, about_v2, about_v1, about_v2_again, v2),
+        (about_v2, about_v1, v1, about_v2_again, v2),
+        (about_v2, v1, about_v1, v2, about_v2_again),
+    ):
+        interleaved = stored(*order)
+        assert numbers(interleaved) == numbers(in_order), order
+        assert interleaved.iteration_logs == in_order.iteration_logs
+        assert interleaved.version_records == in_order.version_records
+        assert interleaved.snapshot(C1) == in_order.snapshot(C1)
 
 
 def test_a_held_event_of_another_campaign_is_refused_when_its_version_arrives(
@@ -855,16 +963,23 @@ def test_a_held_event_of_another_campaign_is_refused_when_its_version_arrives(
     assert store.version_records["v-1"]["approved"] is False
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: events.event_key joins source and id with '\\x1f', which ingest accepts inside "
-    "both (source and id have no pattern), so two different (source, id) pairs share a key and "
-    "the second event is silently dropped as a duplicate",
+@pytest.mark.parametrize(
+    ("first_pair", "second_pair"),
+    [
+        (("agents\x1fx", "1"), ("agents", "x\x1f1")),  # shared a key with a separator
+        (("ab", "c"), ("a", "bc")),  # would share one if simply joined
+        (("1:a", "b"), ("1", ":ab")),
+        (("2:ab", "c"), ("2", ":abc")),
+    ],
 )
-def test_distinct_source_and_id_pairs_are_distinct_events(store: MemoryStore) -> None:
-    first = f.created(C1, "Spring", source="agents\x1fx", id="1")
-    second = f.status_changed(C1, "generating", source="agents", id="x\x1f1")
+def test_distinct_source_and_id_pairs_are_distinct_events(
+    store: MemoryStore, first_pair: tuple[str, str], second_pair: tuple[str, str]
+) -> None:
+    first = f.created(C1, "Spring", source=first_pair[0], id=first_pair[1])
+    second = f.status_changed(C1, "generating", source=second_pair[0], id=second_pair[1])
     assert (first.event.source, first.event.id) != (second.event.source, second.event.id)
+    assert first.event.key != second.event.key
+    assert first.event.key == f.key_of(*first_pair)
     delivery = send(store, first, second)
     assert delivery.revisions(C1) == [1, 2]
     assert store.snapshot(C1)["status"] == "generating"  # type: ignore[index]

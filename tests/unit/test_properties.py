@@ -200,11 +200,17 @@ def check_store(store: MemoryStore) -> None:
     for version_id, found in attempts.items():
         assert sorted(found) == list(range(1, len(found) + 1)), (version_id, found)
         assert versions[version_id]["audit_attempts"] == len(found)
-    iterations: dict[str, list[int]] = defaultdict(list)
+    feedback: dict[str, list[int]] = defaultdict(list)
+    iterations: dict[str, int] = defaultdict(int)
     for doc in store.iteration_logs.values():
-        iterations[doc["campaign_id"]].append(doc["iteration_number"])
-    for campaign_id, found in iterations.items():
-        assert sorted(found) == list(range(1, len(found) + 1)), (campaign_id, found)
+        assert "iteration_number" not in doc
+        feedback[doc["version_id"]].append(doc["feedback_number"])
+        iterations[doc["campaign_id"]] += 1
+    for version_id, found in feedback.items():
+        assert sorted(found) == list(range(1, len(found) + 1)), (version_id, found)
+    for version_id, doc in versions.items():
+        assert doc["feedback_count"] == len(feedback.get(version_id, [])), version_id
+        assert store.versions[version_id].feedback_count == doc["feedback_count"], version_id
 
     for campaign_id, state in store.campaign_states.items():
         assert CampaignState.restore(state.snapshot(), state.private()) == state
@@ -214,7 +220,7 @@ def check_store(store: MemoryStore) -> None:
         assert snap["counts"] == {
             "versions": len(mine),
             "audit_reports": len(reports),
-            "iteration_logs": len(iterations[campaign_id]),
+            "iteration_logs": iterations[campaign_id],
             "archived_versions": sum(v["archived"] for v in mine),
             "approved_versions": sum(v["approved"] for v in mine),
         }
@@ -272,7 +278,8 @@ def test_any_order_per_topic_and_campaign_gives_the_same_ledger(
     check_published(b, mixed)
     for campaign_id in canonical.campaign_states:
         assert a.last(campaign_id) == b.last(campaign_id), campaign_id
-    expected, found = comparable(canonical), comparable(mixed)
+    # everything stored, iteration logs and their feedback numbers included
+    expected, found = canonical.documents(), mixed.documents()
     for name in expected:
         assert expected[name] == found[name], name
 
@@ -281,11 +288,3 @@ def test_any_order_per_topic_and_campaign_gives_the_same_ledger(
     again = deliver(mixed, [events[::-1]])
     assert again.snapshots == [] and again.rejections == []
     assert mixed.documents() == before
-
-
-def comparable(store: MemoryStore) -> dict[str, Any]:
-    """The stored documents, iteration numbers aside (see test_ledger's xfail about them)."""
-    documents = store.documents()
-    for log in documents["iteration_logs"].values():
-        del log["iteration_number"]
-    return documents

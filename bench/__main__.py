@@ -229,7 +229,7 @@ async def snapshot_reads(kafka: str, mongo: str, versions: int, reads: int) -> N
     await child.start()
     try:
         campaign = f"big-{uuid.uuid4().hex[:6]}"
-        per_artifact = versions // 3
+        per_artifact = -(-versions // 3)  # at least `versions` in all
         stream = [
             (k, v, campaign)
             for k, v in campaign_stream(campaign, per_artifact)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import ssl
 from collections.abc import Sequence
 from typing import Any
@@ -68,6 +69,10 @@ def build_broker(settings: Settings) -> KafkaBroker:
         linger_ms=5,
         compression_type="lz4",
         graceful_timeout=30.0,
+        # Our logger, so FastStream's lines go through the structured handler; its per-batch
+        # "Received"/"Processed" lines at DEBUG, where they belong at this rate.
+        logger=logging.getLogger("campaign_ledger.kafka"),
+        log_level=logging.DEBUG,
         description="campaign-ledger: versioned, audited memory of AI-generated campaigns",
     )
 

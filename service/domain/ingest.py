@@ -48,10 +48,9 @@ class Rejection:
         }
         value = record.value or b""
         text = _text_or_none(value)
+        data["value"] = text
         if text is None:
             data["value_base64"] = base64.b64encode(value).decode("ascii")
-        else:
-            data["value"] = text
         return data
 
 

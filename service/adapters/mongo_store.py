@@ -170,7 +170,11 @@ class Transaction:
             found = await self._find(cols.SNAPSHOTS, {"_id": {"$in": list(ids)}})
             view.campaigns.update(dict.fromkeys(ids))
             for doc in found:
-                view.campaigns[doc["_id"]] = CampaignState.restore(doc["snapshot"], doc["private"])
+                view.campaigns[doc["_id"]] = (
+                    CampaignState.new(doc["_id"], doc["purged_at"], after_revision=doc["revision"])
+                    if doc.get("tombstone")
+                    else CampaignState.restore(doc["snapshot"], doc["private"])
+                )
         if ids := keys.get("artifact"):
             found = await self._find(
                 cols.ARTIFACTS, {"_id": {"$in": list(ids)}}, {"campaign_id": 1, "artifact_type": 1}
@@ -266,6 +270,7 @@ class Transaction:
             doc = {
                 "snapshot": campaign.snapshot(),
                 "private": campaign.private(),
+                "tombstone": False,
                 "revision": campaign.revision,
                 "deleted": campaign.deleted,
                 "deleted_at": campaign.deleted_at,
@@ -409,8 +414,10 @@ class MongoStore:
         """Delete every document of a campaign still deleted since before `deleted_before`.
 
         Entities go first and the campaign document last, so a purge cut short is found and
-        finished by the next sweep. Processed-event marks stay: a replay of the campaign's old
-        events must not bring it back.
+        finished by the next sweep. Processed-event marks stay, and the snapshot document
+        becomes a tombstone holding only the last revision: a replay of the campaign's old
+        events must not bring it back, and a new campaign under the same id must not publish
+        revision numbers already used.
         """
         campaign = await self.db[cols.CAMPAIGNS].find_one(
             {"_id": campaign_id, "deleted": True, "deleted_at": {"$lt": deleted_before}}
@@ -428,7 +435,13 @@ class MongoStore:
             cols.OUTBOX,
         ):
             await self.db[name].delete_many({"campaign_id": campaign_id})
-        await self.db[cols.SNAPSHOTS].delete_one({"_id": campaign_id})
+        # A tombstone keeps the last revision: a campaign id used again later goes on from it,
+        # so no revision number is ever published twice for one campaign.
+        revision = campaign.get("revision", 0)
+        await self.db[cols.SNAPSHOTS].replace_one(
+            {"_id": campaign_id},
+            {"tombstone": True, "revision": revision, "purged_at": deleted_before},
+        )
         await self.db[cols.CAMPAIGNS].delete_one({"_id": campaign_id})
         return True
 
@@ -436,7 +449,8 @@ class MongoStore:
 
     async def snapshot_document(self, campaign_id: str) -> Document | None:
         return await self.db[cols.SNAPSHOTS].find_one(
-            {"_id": campaign_id}, {"snapshot": 1, "private.audit_outcomes": 1}
+            {"_id": campaign_id, "tombstone": {"$ne": True}},
+            {"snapshot": 1, "private.audit_outcomes": 1},
         )
 
     async def artifact(self, campaign_id: str, artifact_id: str) -> Document | None:

@@ -282,8 +282,9 @@ class _Batch:
             return
         self.changes.applied += 1
         if changed:
-            if campaign.revision == 0:  # the event that brings the campaign into being
+            if not campaign.exists:  # the event that brings the campaign into being
                 campaign.created_at = campaign.updated_at = event.time
+                campaign.exists = True
             campaign.revision += 1
             campaign.created_at = min(campaign.created_at, event.time)
             campaign.updated_at = max(campaign.updated_at, event.time)
@@ -310,9 +311,7 @@ class _Batch:
             campaign = (
                 copy.deepcopy(stored)
                 if stored is not None
-                else CampaignState(
-                    campaign_id=campaign_id, created_at=self.now, updated_at=self.now
-                )
+                else CampaignState.new(campaign_id, self.now)
             )
             self.campaigns[campaign_id] = campaign
         return campaign

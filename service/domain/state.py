@@ -150,6 +150,19 @@ class CampaignState:
     runs: dict[str, RunState] = field(default_factory=dict)
     counts: Counts = field(default_factory=Counts)
     audit_outcomes: dict[str, int] = field(default_factory=dict)
+    # False until an event brings the campaign into being (again, after a purge).
+    exists: bool = True
+
+    @classmethod
+    def new(cls, campaign_id: str, now: datetime, after_revision: int = 0) -> CampaignState:
+        """A campaign not stored yet; after a purge its revisions go on from the old ones."""
+        return cls(
+            campaign_id=campaign_id,
+            created_at=now,
+            updated_at=now,
+            revision=after_revision,
+            exists=False,
+        )
 
     def snapshot(self) -> dict[str, Any]:
         """The contract's snapshot: `data` of campaign.snapshot.updated and the HTTP body."""

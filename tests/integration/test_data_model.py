@@ -255,6 +255,11 @@ async def test_delete_restore_and_purge(kafka_bootstrap: str, mongodb_uri: str) 
 
         assert await eventually(purged, timeout=30)
         assert (await ledger.snapshot(campaign)).status_code == 404
+        # a campaign that comes again under the same id never reuses a revision number
+        await ledger.send(generated(campaign, f"{artifact}.again", f"{artifact}.again.v1"))
+        again = await ledger.wait_revision(campaign, 6)
+        assert again["revision"] == 6 and again["counts"]["versions"] == 1
+        assert (await ledger.snapshot(campaign)).json() == again
 
 
 async def test_version_history_of_1200_pages_to_the_end(ledger: Ledger) -> None:

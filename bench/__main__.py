@@ -124,8 +124,10 @@ class Child:
 
     def __init__(self, kafka: str, mongo: str) -> None:
         tag = uuid.uuid4().hex[:8]
-        self.topics = {k: f"bench-{tag}.{k}" for k in
-                       ("artifact", "audit", "feedback", "lifecycle", "snapshot", "dead")}
+        self.topics = {
+            k: f"bench-{tag}.{k}"
+            for k in ("artifact", "audit", "feedback", "lifecycle", "snapshot", "dead")
+        }
         self.port = stack.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -146,7 +148,7 @@ class Child:
         self.process: subprocess.Popen[bytes] | None = None
 
     async def start(self) -> None:
-        self.process = subprocess.Popen(
+        self.process = subprocess.Popen(  # noqa: ASYNC220 - started once, not awaited
             [sys.executable, "-m", "service", "serve"], env=self.env, cwd=REPO
         )
         async with httpx.AsyncClient() as client:
@@ -182,7 +184,7 @@ async def wait_revisions(kafka: str, topic: str, expected: dict[str, int], timeo
     try:
         partitions = None
         while not partitions:
-            await consumer._client.force_metadata_update()  # noqa: SLF001
+            await consumer._client.force_metadata_update()
             partitions = consumer.partitions_for_topic(topic)
         consumer.assign([TopicPartition(topic, p) for p in partitions])
         await consumer.seek_to_beginning()
@@ -217,9 +219,11 @@ async def throughput(kafka: str, mongo: str, campaigns: int, versions: int) -> N
         started = await produce(kafka, child, mixed)
         finished = await waiter
         seconds = finished - started
-        print(f"throughput: {len(mixed)} mixed events ({campaigns} campaigns) stored and "
-              f"published in {seconds:.1f}s = {len(mixed) / seconds:,.0f} events/s "
-              f"(one instance, each event one snapshot revision)")
+        print(
+            f"throughput: {len(mixed)} mixed events ({campaigns} campaigns) stored and "
+            f"published in {seconds:.1f}s = {len(mixed) / seconds:,.0f} events/s "
+            f"(one instance, each event one snapshot revision)"
+        )
     finally:
         child.stop()
 
@@ -233,7 +237,7 @@ async def snapshot_reads(kafka: str, mongo: str, versions: int, reads: int) -> N
         stream = [
             (k, v, campaign)
             for k, v in campaign_stream(campaign, per_artifact)
-            if k == "artifact" or k == "lifecycle"
+            if k in {"artifact", "lifecycle"}
         ]
         waiter = asyncio.create_task(
             wait_revisions(kafka, child.topics["snapshot"], {campaign: len(stream)}, 900)
@@ -253,10 +257,12 @@ async def snapshot_reads(kafka: str, mongo: str, versions: int, reads: int) -> N
             body = answer.json()
         timings.sort()
         p99 = timings[min(len(timings) - 1, int(len(timings) * 0.99))]
-        print(f"snapshot read: campaign with {body['counts']['versions']:,} versions "
-              f"(loaded in {loaded:.1f}s), {reads} reads over HTTP: "
-              f"median {statistics.median(timings):.2f} ms, p99 {p99:.2f} ms, "
-              f"max {timings[-1]:.2f} ms")
+        print(
+            f"snapshot read: campaign with {body['counts']['versions']:,} versions "
+            f"(loaded in {loaded:.1f}s), {reads} reads over HTTP: "
+            f"median {statistics.median(timings):.2f} ms, p99 {p99:.2f} ms, "
+            f"max {timings[-1]:.2f} ms"
+        )
         assert body["counts"]["versions"] == stored
     finally:
         child.stop()

@@ -29,7 +29,7 @@ def wait_ready(url: str, service: subprocess.Popen[bytes], timeout: float = 60.0
         if service.poll() is not None:
             raise SystemExit(f"the service exited with code {service.returncode} while starting")
         try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as answer:  # noqa: S310
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as answer:
                 if answer.status == 200:
                     return
         except (urllib.error.URLError, OSError):
@@ -62,10 +62,15 @@ def main(argv: list[str] | None = None) -> int:
         wait_ready(url, service)
         demo = subprocess.run(
             [
-                sys.executable, "-m", "dev.demo",
-                "--bootstrap", env["KAFKA_BOOTSTRAP_SERVERS"],
-                "--campaigns", str(args.campaigns),
-                "--http", url,
+                sys.executable,
+                "-m",
+                "dev.demo",
+                "--bootstrap",
+                env["KAFKA_BOOTSTRAP_SERVERS"],
+                "--campaigns",
+                str(args.campaigns),
+                "--http",
+                url,
             ],
             env=env,
             cwd=REPO,

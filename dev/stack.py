@@ -634,7 +634,7 @@ class LocalServer(abc.ABC):
     async def astart(self) -> Self:
         return await asyncio.to_thread(self.start)
 
-    async def astop(self, timeout: float = STOP_TIMEOUT) -> None:  # noqa: ASYNC109 - grace period
+    async def astop(self, timeout: float = STOP_TIMEOUT) -> None:
         await asyncio.to_thread(self.stop, timeout)
 
     async def akill(self) -> None:

@@ -89,6 +89,9 @@ def build(settings: Settings | None = None) -> Service:
             await store.close()
             log.info("service_stopped")
 
-    app = build_api(store, health, settings.tokens, lambda: service.asyncapi(), lifespan=lifespan)
+    def asyncapi() -> dict[str, Any]:
+        return service.asyncapi()
+
+    app = build_api(store, health, settings.tokens, asyncapi, lifespan=lifespan)
     service = Service(settings, store, broker, processor, maintenance, health, app)
     return service

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import uvicorn
 
+from service.app.telemetry import configure_logging
+from service.bootstrap import build
+from service.schemas import write_schemas
 from service.settings import Settings
 
 
 def serve() -> None:
-    from service.app.telemetry import configure_logging
-    from service.bootstrap import build
-
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
     service = build(settings)
@@ -32,9 +32,6 @@ def serve() -> None:
 
 
 def schemas(out: Path) -> None:
-    from service.bootstrap import build
-    from service.schemas import write_schemas
-
     service = build(Settings.defaults())
     for path in write_schemas(out, service.asyncapi()):
         print(path)

@@ -39,12 +39,11 @@ def security_from(settings: Settings) -> BaseSecurity | None:
     )
     use_ssl = protocol == "SASL_SSL"
     mechanism = settings.kafka_sasl_mechanism or "PLAIN"
-    sasl: type[SASLPlaintext | SASLScram256 | SASLScram512] = {
-        "PLAIN": SASLPlaintext,
-        "SCRAM-SHA-256": SASLScram256,
-        "SCRAM-SHA-512": SASLScram512,
-    }[mechanism]
-    return sasl(username=username, password=password, ssl_context=context, use_ssl=use_ssl)
+    if mechanism == "SCRAM-SHA-256":
+        return SASLScram256(username, password, ssl_context=context, use_ssl=use_ssl)
+    if mechanism == "SCRAM-SHA-512":
+        return SASLScram512(username, password, ssl_context=context, use_ssl=use_ssl)
+    return SASLPlaintext(username, password, ssl_context=context, use_ssl=use_ssl)
 
 
 async def ensure_topics(broker: KafkaBroker, settings: Settings) -> None:
@@ -104,7 +103,7 @@ async def raw_values(message: StreamMessage[Any], original: Any) -> list[bytes]:
 
 
 def raw_records(message: KafkaMessage) -> list[RawRecord]:
-    records: tuple[ConsumerRecord[Any, Any], ...] = message.raw_message  # type: ignore[assignment]
+    records: tuple[ConsumerRecord[Any, Any], ...] = message.raw_message
     return [
         RawRecord(
             topic=record.topic,

@@ -6,6 +6,7 @@ bounded, indexed query however long a campaign's history grows.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel
@@ -148,10 +149,8 @@ async def ensure_schema(db: AsyncDatabase[dict[str, Any]]) -> None:
     for name, indexes in INDEXES.items():
         validator = VALIDATORS.get(name)
         if name not in existing:
-            try:
+            with contextlib.suppress(CollectionInvalid):  # another instance was first
                 await db.create_collection(name, validator=validator)
-            except CollectionInvalid:  # another instance created it first
-                pass
         if validator is not None:
             await db.command("collMod", name, validator=validator, validationLevel="strict")
         if indexes:

@@ -159,7 +159,7 @@ def _version_item(doc: dict[str, Any]) -> dict[str, Any]:
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": Problem}}
 
 
-def build_api(
+def build_api(  # noqa: PLR0915 - one nested function per route
     store: MongoStore,
     health: Health,
     tokens: tuple[str, ...],

@@ -15,12 +15,13 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BeforeValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
+    create_model,
 )
 
 ID_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
@@ -34,9 +35,7 @@ def _to_millis(value: datetime) -> datetime:
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
-RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
-)
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 
 
 def _rfc3339_text(value: Any) -> Any:
@@ -355,12 +354,10 @@ def inbound_event_schemas() -> dict[EventType, type[BaseModel]]:
 
 
 def _envelope_for(name: str, event_type: EventType, data_model: type[BaseModel]) -> type[BaseModel]:
-    from pydantic import create_model
-
     return create_model(
         f"{name}Event",
         __base__=OutboundCloudEvent,
-        type=(Literal[event_type.value], ...),  # type: ignore[valid-type]
+        type=(Literal[event_type.value], ...),  # type: ignore[arg-type]
         time=(AwareDatetime, ...),
         data=(data_model, ...),
     )

@@ -121,7 +121,7 @@ class Ledger:
         return name
 
     async def send(
-        self, event: dict[str, Any], *, kind: str | None = None, key: bytes | None | str = "auto"
+        self, event: dict[str, Any], *, kind: str | None = None, key: bytes | str | None = "auto"
     ) -> None:
         kind = kind or TOPIC_OF_TYPE.get(event["type"], "lifecycle")
         if key == "auto":
@@ -142,9 +142,7 @@ class Ledger:
             )
             await consumer.start()
             topic = self.topic(kind)
-            partitions = await eventually(
-                lambda: _partitions(consumer, topic), timeout=20
-            )
+            partitions = await eventually(lambda: _partitions(consumer, topic), timeout=20)
             consumer.assign([TopicPartition(topic, p) for p in partitions])
             await consumer.seek_to_beginning()
             self.readers[kind] = TopicReader(consumer)
@@ -152,14 +150,14 @@ class Ledger:
 
     async def snapshots(self, campaign_id: str | None = None) -> list[dict[str, Any]]:
         messages = await (await self.reader("snapshot")).poll()
-        return [
-            m["data"] for m in messages if campaign_id in (None, m["data"]["campaign_id"])
-        ]
+        return [m["data"] for m in messages if campaign_id in (None, m["data"]["campaign_id"])]
 
     async def dead_letters(self) -> list[dict[str, Any]]:
         return [m["data"] for m in await (await self.reader("dead_letter")).poll()]
 
-    async def wait_revision(self, campaign_id: str, revision: int, timeout: float = 30) -> dict[str, Any]:
+    async def wait_revision(
+        self, campaign_id: str, revision: int, timeout: float = 30
+    ) -> dict[str, Any]:
         async def reached() -> dict[str, Any] | None:
             published = await self.snapshots(campaign_id)
             if published and published[-1]["revision"] >= revision:
@@ -181,7 +179,7 @@ class Ledger:
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int] | None:
-    await consumer._client.force_metadata_update()  # noqa: SLF001 - no public refresh
+    await consumer._client.force_metadata_update()
     partitions = consumer.partitions_for_topic(topic)
     return sorted(partitions) if partitions else None
 

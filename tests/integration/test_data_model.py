@@ -51,8 +51,14 @@ async def orphans(ledger: Ledger) -> int:
     total = 0
     for collection in ("audit_reports", "iteration_logs"):
         pipeline = [
-            {"$lookup": {"from": "versions", "localField": "version_id",
-                         "foreignField": "_id", "as": "v"}},
+            {
+                "$lookup": {
+                    "from": "versions",
+                    "localField": "version_id",
+                    "foreignField": "_id",
+                    "as": "v",
+                }
+            },
             {"$match": {"v": {"$size": 0}}},
             {"$count": "n"},
         ]
@@ -170,7 +176,9 @@ async def test_lifecycle_runs_approval_and_archive(ledger: Ledger) -> None:
     run = new_id("r")
     await ledger.send(lifecycle("campaign.created", campaign, name="Launch", brief={"goal": "x"}))
     await ledger.send(lifecycle("campaign.status-changed", campaign, status="generating"))
-    await ledger.send(lifecycle("campaign.run.started", campaign, run_id=run, execution_mode="parallel"))
+    await ledger.send(
+        lifecycle("campaign.run.started", campaign, run_id=run, execution_mode="parallel")
+    )
     await ledger.wait_revision(campaign, 3)
     for n in (1, 2, 3):
         await ledger.send(generated(campaign, artifact, f"{artifact}.v{n}", run_id=run))
@@ -180,8 +188,12 @@ async def test_lifecycle_runs_approval_and_archive(ledger: Ledger) -> None:
     snap = await ledger.wait_revision(campaign, 8)
     assert snap["status"] == "generating"
     assert snap["runs"][0] | {"started_at": None, "completed_at": None} == {
-        "run_id": run, "status": "completed", "execution_mode": "parallel",
-        "started_at": None, "completed_at": None, "version_count": 3,
+        "run_id": run,
+        "status": "completed",
+        "execution_mode": "parallel",
+        "started_at": None,
+        "completed_at": None,
+        "version_count": 3,
     }
     assert snap["artifacts"][0]["active_version"]["approved"] is True
     run_doc = await ledger.db.orchestration_runs.find_one({"_id": run})
@@ -203,11 +215,11 @@ async def test_lifecycle_runs_approval_and_archive(ledger: Ledger) -> None:
     snap = await ledger.wait_revision(campaign, 11)
     assert snap["artifacts"][0]["active_version"] is None
     # history and audits stay readable
-    page = (
-        await ledger.http.get(f"/campaigns/{campaign}/artifacts/{artifact}/versions")
-    ).json()
+    page = (await ledger.http.get(f"/campaigns/{campaign}/artifacts/{artifact}/versions")).json()
     assert [(v["version_number"], v["archived"]) for v in page["items"]] == [
-        (1, True), (2, True), (3, True)
+        (1, True),
+        (2, True),
+        (3, True),
     ]
     assert page["items"][2]["approved"] is True
     # a duplicate archive and a repeated approval change nothing
@@ -221,9 +233,7 @@ async def test_lifecycle_runs_approval_and_archive(ledger: Ledger) -> None:
 
 
 async def test_delete_restore_and_purge(kafka_bootstrap: str, mongodb_uri: str) -> None:
-    settings = isolated_settings(
-        kafka_bootstrap, mongodb_uri, campaign_retention_days=3 / 86400
-    )
+    settings = isolated_settings(kafka_bootstrap, mongodb_uri, campaign_retention_days=3 / 86400)
     async with running_ledger(settings) as ledger:
         campaign, artifact = new_id("c"), new_id("a")
         await ledger.send(generated(campaign, artifact, f"{artifact}.v1"))
@@ -347,9 +357,17 @@ async def test_indexes_and_validators_exist(ledger: Ledger) -> None:
     info = await ledger.db.versions.index_information()
     keys = {tuple(k for k, _ in spec["key"]) for spec in info.values()}
     assert ("artifact_id", "version_number") in keys
-    options = {c["name"]: c["options"] for c in await (await ledger.db.list_collections()).to_list()}
-    for name in ("campaigns", "artifacts", "versions", "audit_reports", "iteration_logs",
-                 "orchestration_runs"):
+    options = {
+        c["name"]: c["options"] for c in await (await ledger.db.list_collections()).to_list()
+    }
+    for name in (
+        "campaigns",
+        "artifacts",
+        "versions",
+        "audit_reports",
+        "iteration_logs",
+        "orchestration_runs",
+    ):
         assert "$jsonSchema" in options[name]["validator"], name
     cursor = ledger.db.versions.find({"artifact_id": "x", "version_number": {"$gt": 5}})
     plan = await cursor.sort("version_number", 1).limit(50).explain()

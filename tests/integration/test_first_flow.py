@@ -56,7 +56,9 @@ async def test_five_regenerations_are_numbered_one_to_five(ledger: Ledger) -> No
     last = await ledger.wait_revision(campaign, 5)
     numbers = [
         (d["_id"], d["version_number"])
-        async for d in ledger.db.versions.find({"artifact_id": artifact}, sort=[("version_number", 1)])
+        async for d in ledger.db.versions.find(
+            {"artifact_id": artifact}, sort=[("version_number", 1)]
+        )
     ]
     assert numbers == [(f"{artifact}.v{n}", n) for n in range(1, 6)]
     assert last["artifacts"][0]["version_count"] == 5

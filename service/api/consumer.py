@@ -42,6 +42,15 @@ class Backoff:
         self.failures = 0
 
 
+async def _rewind(message: KafkaMessage) -> None:
+    """Seek back to the batch's first offsets, so the same records come again."""
+    try:
+        await message.nack()
+    except (KafkaError, AssertionError) as error:
+        # The partitions went to another instance meanwhile: it starts from the last commit.
+        log.warning("rewind_skipped", error=str(error))
+
+
 def register_consumer(broker: KafkaBroker, settings: Settings, processor: BatchProcessor) -> Any:
     backoff = Backoff()
     topics = [
@@ -74,13 +83,13 @@ def register_consumer(broker: KafkaBroker, settings: Settings, processor: BatchP
             # Nothing is committed: rewind to the batch's first offsets and try again later.
             telemetry.BATCH_FAILURES.labels(type(error).__name__).inc()
             log.warning("batch_retry_later", error=str(error), records=len(records))
-            await message.nack()
+            await _rewind(message)
             await backoff.wait()
             return
         except Exception:
             telemetry.BATCH_FAILURES.labels("unexpected").inc()
             log.exception("batch_failed", records=len(records))
-            await message.nack()
+            await _rewind(message)
             await backoff.wait()
             return
         backoff.reset()

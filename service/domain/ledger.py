@@ -562,22 +562,20 @@ class _Batch:
 
     def _highest_unarchived(self, artifact_id: str, below: int) -> VersionState | None:
         """The highest version under `below` that is not archived, stored or new."""
-        limit = len(self.archived_here) + 1
-        while True:
-            stored = self.view.unarchived_top(artifact_id, limit)
-            candidates = [
-                self.versions.get(v.version_id, v)
-                for v in stored
-                if v.version_number < below and v.version_id not in self.archived_here
-            ]
-            candidates += [
-                v
-                for v in self.versions.values()
-                if v.artifact_id == artifact_id and not v.archived and v.version_number < below
-            ]
-            if candidates or len(stored) < limit:
-                return max(candidates, key=lambda v: v.version_number, default=None)
-            limit *= 2  # every stored candidate was archived in this batch: look further
+        # Of the stored unarchived versions, at most those archived in this batch are out:
+        # one more than that many always holds the answer, if there is one.
+        stored = self.view.unarchived_top(artifact_id, len(self.archived_here) + 1)
+        candidates = [
+            self.versions.get(v.version_id, v)
+            for v in stored
+            if v.version_number < below and v.version_id not in self.archived_here
+        ]
+        candidates += [
+            v
+            for v in self.versions.values()
+            if v.artifact_id == artifact_id and not v.archived and v.version_number < below
+        ]
+        return max(candidates, key=lambda v: v.version_number, default=None)
 
     def _campaign_created(
         self, event: Event, data: CampaignCreated, campaign: CampaignState

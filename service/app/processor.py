@@ -47,6 +47,7 @@ log = structlog.get_logger(__name__)
 
 SOURCE = "urn:campaign-ledger"
 MAX_CONFLICT_RETRIES = 8
+TRANSACTION_BYTES = 8 * 1024 * 1024
 
 
 class Publisher(Protocol):
@@ -149,21 +150,22 @@ class BatchProcessor:
             else:
                 inbound.append(Inbound(decoded, record))
         changes = Changes()
-        if inbound:
+        for chunk in _chunks(inbound):
             try:
-                changes, published = await self._store(inbound)
+                stored, published = await self._store(chunk)
             except StoreRejected as error:
-                # Something in the batch cannot be stored; find it by storing one at a time.
-                log.warning("batch_refused_isolating", error=str(error), size=len(inbound))
-                changes, published = Changes(), []
-                for item in inbound:
+                # Something in the chunk cannot be stored; find it by storing one at a time.
+                log.warning("batch_refused_isolating", error=str(error), size=len(chunk))
+                stored, published = Changes(), []
+                for item in chunk:
                     try:
                         one, sent = await self._store([item])
                     except StoreRejected as refused:
                         rejections.append(Rejection("unstorable_value", str(refused), item.record))
                         continue
-                    _merge(changes, one)
+                    _merge(stored, one)
                     published.extend(sent)
+            _merge(changes, stored)
             await self.store.delete_outbox(published)
         if rejections:
             # Not marked as processed, so a redelivery finds and sends them again.
@@ -221,6 +223,21 @@ class BatchProcessor:
         outbox += [semantic_dead_letter(r, now) for r in changes.rejections]
         await tx.write(view, changes, outbox, now)
         return changes
+
+
+def _chunks(inbound: list[Inbound]) -> list[list[Inbound]]:
+    """Consecutive slices of at most TRANSACTION_BYTES of values: a transaction stays small
+    however large the events of one Kafka batch are (a batch may hold 1,000 of 1 MiB)."""
+    chunks: list[list[Inbound]] = []
+    size = TRANSACTION_BYTES
+    for item in inbound:
+        weight = len(item.record.value or b"")
+        if size + weight > TRANSACTION_BYTES:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(item)
+        size += weight
+    return chunks
 
 
 def _merge(into: Changes, one: Changes) -> None:

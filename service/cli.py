@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
@@ -13,6 +13,18 @@ from service.app.telemetry import configure_logging
 from service.bootstrap import build
 from service.schemas import write_schemas
 from service.settings import Settings
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, exiting 0 after a graceful stop.
+
+    uvicorn raises SIGTERM/SIGINT again once it has shut down, so the process would end as
+    if killed (status 143) although the batch in flight was finished and nothing was lost.
+    """
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        self._captured_signals.clear()
 
 
 def serve() -> None:
@@ -27,8 +39,7 @@ def serve() -> None:
         access_log=False,
         timeout_graceful_shutdown=30,
     )
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has shut down cleanly
-        uvicorn.Server(config).run()
+    _Server(config).run()
 
 
 def schemas(out: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hmac
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -125,7 +126,7 @@ def bearer_guard(tokens: tuple[str, ...]) -> Callable[[Request], None]:
 def _page_after(after: str | None) -> int:
     if after is None or after == "":
         return 0
-    if not after.isdigit() or len(after) > 18:
+    if not re.fullmatch(r"[0-9]{1,18}", after):
         raise HTTPException(400, "after: not a cursor this API returned")
     return int(after)
 
@@ -135,9 +136,13 @@ def _iteration_cursor(after: str | None) -> tuple[datetime, str] | None:
     if not after:
         return None
     millis, _, log_id = after.partition(".")
-    if not millis.isdigit() or len(millis) > 15 or not log_id:
+    if not re.fullmatch(r"[0-9]{1,15}", millis) or not log_id:
         raise HTTPException(400, "after: not a cursor this API returned")
-    return datetime.fromtimestamp(int(millis) / 1000, UTC), log_id
+    try:
+        moment = datetime.fromtimestamp(int(millis) / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        raise HTTPException(400, "after: not a cursor this API returned") from None
+    return moment, log_id
 
 
 def _version_item(doc: dict[str, Any]) -> dict[str, Any]:

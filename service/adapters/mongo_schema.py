@@ -109,9 +109,7 @@ VALIDATORS: dict[str, dict[str, Any]] = {
 }
 
 INDEXES: dict[str, list[IndexModel]] = {
-    CAMPAIGNS: [
-        IndexModel([("deleted_at", ASCENDING)], partialFilterExpression={"deleted": True}),
-    ],
+    CAMPAIGNS: [],
     ARTIFACTS: [IndexModel([("campaign_id", ASCENDING), ("_id", ASCENDING)])],
     VERSIONS: [
         # Version history pages, the archive successor (read backwards), export and purge
@@ -132,7 +130,8 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("feedback_id", ASCENDING)]),
     ],
     RUNS: [IndexModel([("campaign_id", ASCENDING)])],
-    SNAPSHOTS: [],
+    # the retention sweep: deleted campaigns by when the delete was applied
+    SNAPSHOTS: [IndexModel([("deletion_noted_at", ASCENDING)])],
     HELD_EVENTS: [
         IndexModel([("version_id", ASCENDING), ("seq", ASCENDING)]),
         IndexModel([("held_at", ASCENDING)]),

@@ -271,12 +271,18 @@ class Transaction:
                 "snapshot": campaign.snapshot(),
                 "private": campaign.private(),
                 "tombstone": False,
+                "purge_pending": False,
                 "revision": campaign.revision,
                 "deleted": campaign.deleted,
                 "deleted_at": campaign.deleted_at,
                 "written_at": now,
             }
             stored = view.campaigns.get(campaign.campaign_id)
+            # Retention counts from when the delete was applied here (see purge_campaign).
+            if not campaign.deleted:
+                doc["deletion_noted_at"] = None
+            elif stored is None or not stored.deleted:
+                doc["deletion_noted_at"] = now
             if stored is None:
                 ops.append(InsertOne({"_id": campaign.campaign_id, **doc}))
             else:
@@ -405,25 +411,48 @@ class MongoStore:
         await self.db[cols.HELD_EVENTS].delete_many({"_id": {"$in": ids}, "expired": True})
 
     async def campaigns_to_purge(self, before: datetime, limit: int) -> list[str]:
-        cursor = self.db[cols.CAMPAIGNS].find(
-            {"deleted": True, "deleted_at": {"$lt": before}}, {"_id": 1}, limit=limit
+        """Campaigns deleted (as the service saw it) before `before`, or purges cut short."""
+        cursor = self.db[cols.SNAPSHOTS].find(
+            {"$or": [{"deletion_noted_at": {"$lt": before}}, {"purge_pending": True}]},
+            {"_id": 1},
+            limit=limit,
         )
         return [d["_id"] for d in await cursor.to_list()]
 
     async def purge_campaign(self, campaign_id: str, deleted_before: datetime) -> bool:
-        """Delete every document of a campaign still deleted since before `deleted_before`.
+        """Delete every document of a campaign deleted since before `deleted_before`.
 
-        Entities go first and the campaign document last, so a purge cut short is found and
-        finished by the next sweep. Processed-event marks stay, and the snapshot document
-        becomes a tombstone holding only the last revision: a replay of the campaign's old
-        events must not bring it back, and a new campaign under the same id must not publish
-        revision numbers already used.
+        The retention runs from when the service applied the delete, not from the event's
+        own time: a delete replayed or delayed past the retention must still leave its
+        restore, right behind it, something to restore.
+
+        First the snapshot becomes a tombstone, in one conditional write: a restore being
+        applied at that moment conflicts with it, and only one of the two happens. The
+        tombstone keeps the last revision (a campaign id used again goes on from it, so no
+        revision number is published twice) and marks the purge pending until the documents
+        are gone, so a purge cut short is finished by the next sweep. Processed-event marks
+        stay: a replay of the campaign's old events must not bring it back.
         """
-        campaign = await self.db[cols.CAMPAIGNS].find_one(
-            {"_id": campaign_id, "deleted": True, "deleted_at": {"$lt": deleted_before}}
+        snapshots = self.db[cols.SNAPSHOTS]
+        claimed = await snapshots.find_one_and_update(
+            {"_id": campaign_id, "deletion_noted_at": {"$lt": deleted_before}},
+            [
+                {
+                    "$replaceWith": {
+                        "_id": "$_id",
+                        "tombstone": True,
+                        "purge_pending": True,
+                        "revision": "$revision",
+                        "purged_at": {"$literal": deleted_before},
+                    }
+                }
+            ],
         )
-        if campaign is None:
-            return False  # restored meanwhile
+        if (
+            claimed is None
+            and await snapshots.find_one({"_id": campaign_id, "purge_pending": True}) is None
+        ):
+            return False  # restored meanwhile, or purged already
         for artifact_id in await self._artifact_ids(campaign_id):
             await self.db[cols.VERSIONS].delete_many({"artifact_id": artifact_id})
         for name in (
@@ -433,16 +462,11 @@ class MongoStore:
             cols.RUNS,
             cols.HELD_EVENTS,
             cols.OUTBOX,
+            cols.CAMPAIGNS,
         ):
-            await self.db[name].delete_many({"campaign_id": campaign_id})
-        # A tombstone keeps the last revision: a campaign id used again later goes on from it,
-        # so no revision number is ever published twice for one campaign.
-        revision = campaign.get("revision", 0)
-        await self.db[cols.SNAPSHOTS].replace_one(
-            {"_id": campaign_id},
-            {"tombstone": True, "revision": revision, "purged_at": deleted_before},
-        )
-        await self.db[cols.CAMPAIGNS].delete_one({"_id": campaign_id})
+            key = "_id" if name == cols.CAMPAIGNS else "campaign_id"
+            await self.db[name].delete_many({key: campaign_id})
+        await snapshots.update_one({"_id": campaign_id}, {"$set": {"purge_pending": False}})
         return True
 
     # ---- reads for the HTTP API --------------------------------------------------------

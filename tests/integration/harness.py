@@ -185,20 +185,30 @@ async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[int] | Non
 
 
 @contextlib.asynccontextmanager
-async def running_ledger(settings: Settings, **wrap: Any) -> AsyncIterator[Ledger]:
-    """The whole service (consumer, maintenance, HTTP app) running in this event loop."""
+async def running_ledger(
+    settings: Settings, *, client_bootstrap: str | None = None, **wrap: Any
+) -> AsyncIterator[Ledger]:
+    """The whole service (consumer, maintenance, HTTP app) running in this event loop.
+
+    `client_bootstrap`: where the test's own producer and readers connect, when the service
+    connects with credentials they lack (the broker's PLAINTEXT listener). `wrap`: callables
+    `(service, name)` that replace a part of the built service before it starts.
+    """
     service = build(settings)
     for name, replacement in wrap.items():
         replacement(service, name)
-    producer = AIOKafkaProducer(
-        bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", linger_ms=2
-    )
+    client_bootstrap = client_bootstrap or settings.kafka_bootstrap_servers
+    producer = AIOKafkaProducer(bootstrap_servers=client_bootstrap, acks="all", linger_ms=2)
     await producer.start()
     try:
         async with service.app.router.lifespan_context(service.app):
             transport = httpx.ASGITransport(app=service.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://ledger") as client:
                 ledger = Ledger(service, client, producer)
+                # Ledger.reader() and topic() read these settings: same topics, client listener.
+                ledger.settings = settings.model_copy(
+                    update={"kafka_bootstrap_servers": client_bootstrap}
+                )
                 try:
                     yield ledger
                 finally:

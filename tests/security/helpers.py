@@ -10,21 +10,18 @@ import secrets
 import subprocess
 import traceback
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-from aiokafka import AIOKafkaProducer
-from pymongo import AsyncMongoClient, MongoClient
+from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
 from dev.stack import KafkaServer, MongoServer
 from service.bootstrap import build
 from service.settings import Settings
-from tests.integration.harness import Ledger, cloud_event
+from tests.integration.harness import cloud_event, running_ledger
 
 # SASL user of each mechanism the SASL listener enables (SCRAM ones are created at format
 # time; PLAIN's is declared in the listener's JAAS config).
@@ -155,36 +152,13 @@ class AuthMongo:
             client.drop_database(database)
 
 
-@contextlib.asynccontextmanager
-async def secured_ledger(settings: Settings, client_bootstrap: str) -> AsyncIterator[Ledger]:
+def secured_ledger(settings: Settings, client_bootstrap: str) -> Any:
     """``running_ledger``, but the test's producer and readers use ``client_bootstrap``.
 
     The service itself connects with ``settings`` (SASL, SSL...); the harness' aiokafka
     clients have no credentials, so they use the broker's PLAINTEXT listener.
     """
-    service = build(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=client_bootstrap, acks="all", linger_ms=2)
-    await producer.start()
-    try:
-        async with service.app.router.lifespan_context(service.app):
-            transport = httpx.ASGITransport(app=service.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://ledger") as client:
-                ledger = Ledger(service, client, producer)
-                # Ledger.reader() and topic() read these settings: same topics, plain listener.
-                ledger.settings = settings.model_copy(
-                    update={"kafka_bootstrap_servers": client_bootstrap}
-                )
-                try:
-                    yield ledger
-                finally:
-                    await ledger.close()
-    finally:
-        await producer.stop()
-        cleanup: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
-            settings.mongodb_uri.get_secret_value()
-        )
-        await cleanup.drop_database(settings.mongodb_database)
-        await cleanup.close()
+    return running_ledger(settings, client_bootstrap=client_bootstrap)
 
 
 async def startup_failure(settings: Settings, budget: float = 90) -> BaseException:

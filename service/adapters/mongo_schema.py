@@ -6,12 +6,11 @@ bounded, indexed query however long a campaign's history grows.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import CollectionInvalid
+from pymongo.errors import CollectionInvalid, OperationFailure
 
 # The six entity collections of the contract, and ours.
 CAMPAIGNS = "campaigns"
@@ -24,6 +23,8 @@ SNAPSHOTS = "snapshots"
 HELD_EVENTS = "held_events"
 PROCESSED_EVENTS = "processed_events"
 OUTBOX = "outbox"
+
+NAMESPACE_EXISTS = 48  # the server's code when a collection was created concurrently
 
 ENTITY_COLLECTIONS = (CAMPAIGNS, ARTIFACTS, VERSIONS, AUDIT_REPORTS, ITERATION_LOGS, RUNS)
 
@@ -148,8 +149,12 @@ async def ensure_schema(db: AsyncDatabase[dict[str, Any]]) -> None:
     for name, indexes in INDEXES.items():
         validator = VALIDATORS.get(name)
         if name not in existing:
-            with contextlib.suppress(CollectionInvalid):  # another instance was first
+            try:
                 await db.create_collection(name, validator=validator)
+            except (CollectionInvalid, OperationFailure) as error:
+                # Another instance starting at the same moment created it first.
+                if isinstance(error, OperationFailure) and error.code != NAMESPACE_EXISTS:
+                    raise
         if validator is not None:
             await db.command("collMod", name, validator=validator, validationLevel="strict")
         if indexes:

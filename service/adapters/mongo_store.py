@@ -218,6 +218,18 @@ class Transaction:
         else:
             await self.load(view, {missing.kind: {missing.key}})
 
+    async def claim_expired_holds(self, before: datetime, limit: int) -> list[Document]:
+        found = await self._find(
+            cols.HELD_EVENTS, {"held_at": {"$lt": before}}, sort=[("held_at", 1)], limit=limit
+        )
+        if found:
+            await self._col(cols.HELD_EVENTS).update_many(
+                {"_id": {"$in": [d["_id"] for d in found]}},
+                {"$set": {"expired": True}},
+                session=self.session,
+            )
+        return found
+
     # ---- writes --------------------------------------------------------------------------
 
     async def write(
@@ -386,23 +398,7 @@ class MongoStore:
         The marking runs in a transaction: a batch that is attaching one of them at the same
         moment conflicts with it, and exactly one of the two wins.
         """
-
-        async def claim(tx: Transaction) -> list[Document]:
-            found = await tx._find(
-                cols.HELD_EVENTS,
-                {"held_at": {"$lt": before}},
-                sort=[("held_at", 1)],
-                limit=limit,
-            )
-            if found:
-                await tx._col(cols.HELD_EVENTS).update_many(
-                    {"_id": {"$in": [d["_id"] for d in found]}},
-                    {"$set": {"expired": True}},
-                    session=tx.session,
-                )
-            return found
-
-        return await self.in_transaction(claim)
+        return await self.in_transaction(lambda tx: tx.claim_expired_holds(before, limit))
 
     async def count_held(self) -> int:
         return await self.db[cols.HELD_EVENTS].estimated_document_count()

@@ -56,6 +56,11 @@ def isolated_settings(kafka: str, mongo: str, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+def new_id(prefix: str) -> str:
+    """A fresh id, so no two tests ever share a campaign, artifact or run."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
 def cloud_event(
     event_type: str,
     data: dict[str, Any],

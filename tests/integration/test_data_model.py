@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 import orjson
@@ -13,12 +12,9 @@ from tests.integration.harness import (
     cloud_event,
     eventually,
     isolated_settings,
+    new_id,
     running_ledger,
 )
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def generated(campaign: str, artifact: str, version: str, **extra: Any) -> dict[str, Any]:

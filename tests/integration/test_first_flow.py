@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
@@ -14,6 +13,7 @@ from tests.integration.harness import (
     cloud_event,
     eventually,
     isolated_settings,
+    new_id,
     running_ledger,
 )
 
@@ -29,10 +29,6 @@ def generated(campaign: str, artifact: str, n: int, **extra: object) -> dict[str
             **extra,
         },
     )
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 async def test_same_event_three_times_is_one_version_and_one_revision(ledger: Ledger) -> None:

@@ -33,10 +33,6 @@ def secret(prefix: str) -> str:
     return f"{prefix}{secrets.token_hex(12)}"
 
 
-def new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
 def generated(campaign: str, artifact: str, n: int, **extra: Any) -> dict[str, Any]:
     """A valid `campaign.artifact.generated` event (version n of the artifact)."""
     return cloud_event(

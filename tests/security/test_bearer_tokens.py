@@ -9,8 +9,8 @@ from fastapi import HTTPException
 from starlette.requests import Request
 
 from service.api import http as http_api
-from tests.integration.harness import isolated_settings, running_ledger
-from tests.security.helpers import SecureKafka, generated, new_id, secret
+from tests.integration.harness import isolated_settings, new_id, running_ledger
+from tests.security.helpers import SecureKafka, generated, secret
 
 
 async def test_guarded_routes_need_one_of_the_configured_tokens(

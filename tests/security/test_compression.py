@@ -17,8 +17,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.integration.harness import isolated_settings, running_ledger
-from tests.security.helpers import SecureKafka, generated, new_id
+from tests.integration.harness import isolated_settings, new_id, running_ledger
+from tests.security.helpers import SecureKafka, generated
 
 CODECS = ("gzip", "snappy", "lz4", "zstd")
 CODEC_OF_ATTRIBUTE = {0: "none", 1: "gzip", 2: "snappy", 3: "lz4", 4: "zstd"}

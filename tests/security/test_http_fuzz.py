@@ -37,9 +37,10 @@ from tests.integration.harness import (
     cloud_event,
     eventually,
     isolated_settings,
+    new_id,
     running_ledger,
 )
-from tests.security.helpers import SecureKafka, generated, new_id
+from tests.security.helpers import SecureKafka, generated
 
 MAX_EXAMPLES = 30  # per operation, spread over free, negative and pinned inputs
 

@@ -6,13 +6,12 @@ import logging
 
 import pytest
 
-from tests.integration.harness import Ledger, isolated_settings
+from tests.integration.harness import Ledger, isolated_settings, new_id
 from tests.security.helpers import (
     SASL_USERS,
     SecureKafka,
     everything_said,
     generated,
-    new_id,
     secret,
     secured_ledger,
     startup_failure,

@@ -14,13 +14,12 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import OperationFailure
 
 from service.bootstrap import build
-from tests.integration.harness import isolated_settings, running_ledger
+from tests.integration.harness import isolated_settings, new_id, running_ledger
 from tests.security.helpers import (
     AuthMongo,
     SecureKafka,
     everything_said,
     generated,
-    new_id,
     secret,
     startup_failure,
 )

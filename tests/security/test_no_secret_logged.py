@@ -24,8 +24,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from dev.stack import REPO_ROOT, free_port
-from tests.integration.harness import TOPIC_KINDS, eventually
-from tests.security.helpers import SASL_USERS, AuthMongo, SecureKafka, generated, new_id, secret
+from tests.integration.harness import TOPIC_KINDS, eventually, new_id
+from tests.security.helpers import SASL_USERS, AuthMongo, SecureKafka, generated, secret
 
 OWN_SETTINGS = ("KAFKA_", "MONGODB_", "API_TOKENS", "TOPIC_", "HTTP_", "LOG_")
 

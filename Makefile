@@ -3,14 +3,15 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+ASYNCAPI_PARSER := dev/asyncapi/node_modules/.package-lock.json
 
-.PHONY: help venv run test test-unit lint format schemas bench stack-up stack-down clean
+.PHONY: help venv run test test-unit lint format schemas bench bench-compare stack-up stack-down clean
 
 help:
 	@echo "make run     start Kafka, MongoDB-compatible server, the service and a demo flow"
 	@echo "make test    the whole test suite against real local servers"
-	@echo "make lint    ruff, ruff format --check, mypy, schema drift"
-	@echo "make bench   throughput and snapshot-read benchmarks (prints figures)"
+	@echo "make lint    ruff, ruff format --check, mypy, schema drift, manifests (make lint-k8s)"
+	@echo "make bench   throughput, snapshot-read, stream and many-viewer benchmarks (prints figures)"
 	@echo "make schemas regenerate schemas/ from the code"
 
 $(INSTALLED): pyproject.toml
@@ -30,11 +31,75 @@ test: venv
 test-unit: venv
 	$(PY) -m pytest tests/unit
 
-lint: venv
+lint: venv $(ASYNCAPI_PARSER)
 	$(PY) -m ruff check service dev tests bench
 	$(PY) -m ruff format --check service dev tests bench
 	$(PY) -m mypy
-	$(PY) -m pytest -q tests/unit/test_schemas.py
+	$(PY) -m pytest -q tests/unit/test_schemas.py tests/unit/test_openapi.py
+	$(PY) -m openapi_spec_validator schemas/openapi.json
+	node dev/asyncapi/validate.mjs schemas/asyncapi.json
+	$(MAKE) --no-print-directory lint-k8s
+
+# The official AsyncAPI parser (npm), locked by dev/asyncapi/package-lock.json.
+$(ASYNCAPI_PARSER): dev/asyncapi/package-lock.json
+	cd dev/asyncapi && npm ci --no-audit --no-fund --ignore-scripts
+
+# Manifests, compose.yaml and the Dockerfile (k8s/lint/check.sh): kustomize renders every
+# overlay, kubeconform validates it strictly against the Kubernetes schemas (offline, from
+# kubernetes-validate), the kubernetes-models packages validate KEDA and Prometheus Operator
+# resources, kube-score reviews it; check-jsonschema (compose spec), hadolint. Tools are
+# installed once into .cache/tools from the Go module proxy, PyPI and npm, pinned here.
+TOOLS := .cache/tools
+KUSTOMIZE_VERSION := v5.8.1
+KUBECONFORM_VERSION := v0.8.0
+KUBE_SCORE_VERSION := v1.20.0
+K8S_VERSIONS := 1.31.0 1.35.0
+K8S_TOOLS := $(TOOLS)/bin/kustomize-$(KUSTOMIZE_VERSION) $(TOOLS)/bin/kubeconform-$(KUBECONFORM_VERSION) \
+	$(TOOLS)/bin/kube-score-$(KUBE_SCORE_VERSION) $(TOOLS)/venv/.installed $(TOOLS)/node/.installed \
+	$(TOOLS)/k8s-schemas/.done
+
+.PHONY: k8s-tools lint-k8s lock
+k8s-tools: $(K8S_TOOLS)
+
+lint-k8s: $(K8S_TOOLS)
+	K8S_VERSIONS="$(K8S_VERSIONS)" bash k8s/lint/check.sh
+
+# go install puts each binary in $(TOOLS)/gobin; it is kept under a versioned name (a new
+# version reinstalls) and linked as the plain name check.sh calls.
+$(TOOLS)/bin/%:
+	mkdir -p $(TOOLS)/bin $(TOOLS)/gobin
+	GOBIN=$(abspath $(TOOLS)/gobin) GOFLAGS=-mod=mod go install $(GO_PACKAGE_$(firstword $(subst -v, ,$*)))@$(lastword $(subst -, ,$*))
+	mv $(TOOLS)/gobin/$(firstword $(subst -v, ,$*)) $@
+	ln -sf $(notdir $@) $(TOOLS)/bin/$(firstword $(subst -v, ,$*))
+GO_PACKAGE_kustomize := sigs.k8s.io/kustomize/kustomize/v5
+GO_PACKAGE_kubeconform := github.com/yannh/kubeconform/cmd/kubeconform
+GO_PACKAGE_kube-score := github.com/zegl/kube-score/cmd/kube-score
+
+$(TOOLS)/venv/.installed: k8s/lint/requirements.txt
+	test -x $(TOOLS)/venv/bin/python || $(PYTHON) -m venv $(TOOLS)/venv
+	$(TOOLS)/venv/bin/pip install --quiet --disable-pip-version-check --require-hashes \
+		-r k8s/lint/requirements.txt
+	touch $@
+
+$(TOOLS)/node/.installed: k8s/lint/package.json k8s/lint/package-lock.json k8s/lint/crs.mjs
+	mkdir -p $(TOOLS)/node
+	cp k8s/lint/package.json k8s/lint/package-lock.json k8s/lint/crs.mjs $(TOOLS)/node/
+	cd $(TOOLS)/node && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error
+	touch $@
+
+$(TOOLS)/k8s-schemas/.done: $(TOOLS)/venv/.installed k8s/lint/schemas.py
+	$(TOOLS)/venv/bin/python k8s/lint/schemas.py $(TOOLS)/k8s-schemas $(K8S_VERSIONS)
+	touch $@
+
+# The image's dependency lock (hashes, for `pip --require-hashes` in the Dockerfile) and the
+# lint tools' lock, resolved from PyPI.
+lock: $(TOOLS)/venv/.installed
+	$(TOOLS)/venv/bin/uv pip compile pyproject.toml requirements-image.in --generate-hashes \
+		--python-version 3.11 --python-platform linux --quiet --custom-compile-command "make lock" \
+		-o requirements-image.lock
+	$(TOOLS)/venv/bin/uv pip compile k8s/lint/requirements.in --generate-hashes \
+		--python-version 3.11 --python-platform linux --quiet --custom-compile-command "make lock" \
+		-o k8s/lint/requirements.txt
 
 format: venv
 	$(PY) -m ruff check --fix service dev tests bench
@@ -42,9 +107,16 @@ format: venv
 
 schemas: venv
 	$(PY) -m service schemas --out schemas
+	$(PY) -m service.api.openapi schemas/openapi.json
 
 bench: venv
 	$(PY) -m bench
+	$(PY) -m bench.streams
+	$(PY) -m bench.reads
+
+# Not in CI: the service beside the MongoDB Kafka sink connector and the raw ceiling (issue 9).
+bench-compare: venv
+	$(PY) -m bench.compare $(ARGS)
 
 stack-up: venv
 	$(PY) -m dev.stack up

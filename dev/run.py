@@ -60,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     service = subprocess.Popen([sys.executable, "-m", "service", "serve"], env=env, cwd=REPO)
     try:
         wait_ready(url, service)
+        print(f"the console is at {url}/ : open it now to watch the demo arrive live", flush=True)
         demo = subprocess.run(
             [
                 sys.executable,
@@ -78,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         print()
         print(f"campaign-ledger is serving on {url}")
+        print(f"  console       {url}/   (live campaigns, versions, audits, dead letters)")
+        print(f"  live stream   {url}/campaigns/<campaign_id>/stream   all: {url}/stream")
         print(f"  snapshots     {url}/campaigns/<campaign_id>/snapshot  (ids printed above)")
         print(f"  campaigns     {url}/campaigns")
         print(f"  API spec      {url}/openapi.json   events: {url}/asyncapi.json")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import abc
 import argparse
 import asyncio
+import base64
 import concurrent.futures
 import contextlib
 import ctypes
@@ -27,14 +28,15 @@ import json
 import logging
 import os
 import queue
-import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,7 +67,6 @@ STOP_TIMEOUT = 20.0
 KAFKA_PROBE_TOPIC = "_stack_readiness_probe"
 
 _RESOLVED_MARKER = ".resolved"
-_KAFKA_UUID_RE = re.compile(r"^[A-Za-z0-9_-]{22}$")
 
 T = TypeVar("T")
 
@@ -179,9 +180,16 @@ def kafka_jars_ready(lib_dir: Path = KAFKA_LIB_DIR, pom: Path = KAFKA_POM) -> bo
 
 
 def ensure_kafka_jars(
-    lib_dir: Path = KAFKA_LIB_DIR, pom: Path = KAFKA_POM, *, force: bool = False
+    lib_dir: Path = KAFKA_LIB_DIR,
+    pom: Path = KAFKA_POM,
+    *,
+    force: bool = False,
+    expect: str = "kafka_*.jar",
 ) -> Path:
     """Copy Kafka's runtime jars into ``lib_dir`` with Maven unless they are already there.
+
+    Works for any pom's runtime set (e.g. the CloudEvents Java SDK's): ``expect`` is a glob
+    that must match a resolved jar, or the resolve counts as failed.
 
     A marker file holds the sha256 of pom.xml, so editing the pom (e.g. a Kafka upgrade)
     re-resolves. The new set is built in a sibling directory and swapped in, so a failed or
@@ -206,7 +214,7 @@ def ensure_kafka_jars(
             "-DincludeScope=runtime",
         ]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if result.returncode != 0 or not any(staging.glob("kafka_*.jar")):
+        if result.returncode != 0 or not any(staging.glob(expect)):
             shutil.rmtree(staging, ignore_errors=True)
             output = (result.stdout + result.stderr).strip()[-4000:]
             raise StackError(
@@ -479,6 +487,7 @@ class LocalServer(abc.ABC):
         self._proc: subprocess.Popen[bytes] | None = None
         self._lock = threading.RLock()
         self.startup_seconds: float | None = None  # of the last start(), for reports
+        self._launched_at = 0.0
 
     # -- to override ------------------------------------------------------------------
 
@@ -541,6 +550,15 @@ class LocalServer(abc.ABC):
     def start(self) -> Self:
         """Start the process and block until it is ready; raises StackError with the log tail."""
         with self._lock:
+            self.launch()
+            return self.wait_ready()
+
+    def launch(self) -> None:
+        """Spawn the process without waiting for it (``wait_ready`` does).
+
+        Servers that are only ready together (a KRaft quorum) are all launched, then awaited.
+        """
+        with self._lock:
             if self.is_running():
                 raise StackError(f"{self.name} already running (pid {self.pid})")
             busy = [p for p in self._ports() if not _port_bindable(self.host, p)]
@@ -553,7 +571,7 @@ class LocalServer(abc.ABC):
             self.pid_file.parent.mkdir(parents=True, exist_ok=True)
             self._prepare()
             command = self._command()
-            started = time.monotonic()
+            self._launched_at = time.monotonic()
             with self.log_file.open("ab") as log:
                 stamp = time.strftime("%Y-%m-%d %H:%M:%S")
                 log.write(f"\n=== dev.stack: starting {self.name} at {stamp} ===\n".encode())
@@ -577,6 +595,10 @@ class LocalServer(abc.ABC):
                 else:
                     self._proc = popen()
             self.pid_file.write_text(f"{self._proc.pid}\n")
+
+    def wait_ready(self) -> Self:
+        """Block until the launched process is ready; on failure kill it, raise StackError."""
+        with self._lock:
             try:
                 self._wait_ready(self.ready_timeout)
             except BaseException as exc:
@@ -586,7 +608,7 @@ class LocalServer(abc.ABC):
                 raise StackError(
                     f"{self.name} failed to start ({exc}); log {self.log_file}:\n{self.log_tail()}"
                 ) from exc
-            self.startup_seconds = time.monotonic() - started
+            self.startup_seconds = time.monotonic() - self._launched_at
             return self
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
@@ -699,6 +721,57 @@ def _property_value(value: str | int | bool) -> str:
     return str(value)
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (as Kafka's Uuid)."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+STANDARD_AUTHORIZER = "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+SCRAM_LOGIN_MODULE = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+
+
+@dataclass(frozen=True)
+class KafkaAuth:
+    """SASL/SCRAM users on an extra ``SASL`` listener, and KRaft's ``StandardAuthorizer``.
+
+    ``users`` (name -> password) are created when the storage is formatted; ``super_users``
+    may do anything, everyone else only what ACLs grant (nothing without one). The PLAINTEXT
+    listeners (controller, between brokers, readiness probes, test harness) carry no identity:
+    their principal, ``User:ANONYMOUS``, is a super user too, so keep them on loopback.
+    """
+
+    sasl_port: int
+    users: Mapping[str, str]
+    super_users: Sequence[str] = ("admin",)
+    mechanism: str = "SCRAM-SHA-256"
+    authorizer: bool = True
+
+    @property
+    def listener(self) -> KafkaListener:
+        return KafkaListener("SASL", self.sasl_port, "SASL_PLAINTEXT")
+
+    def properties(self) -> dict[str, str | int | bool]:
+        props: dict[str, str | int | bool] = {
+            "sasl.enabled.mechanisms": self.mechanism,
+            "listener.name.sasl.sasl.enabled.mechanisms": self.mechanism,
+            f"listener.name.sasl.{self.mechanism.lower()}.sasl.jaas.config": SCRAM_LOGIN_MODULE,
+        }
+        if self.authorizer:
+            principals = [f"User:{name}" for name in (*self.super_users, "ANONYMOUS")]
+            props |= {
+                "authorizer.class.name": STANDARD_AUTHORIZER,
+                "super.users": ";".join(principals),
+                "allow.everyone.if.no.acl.found": False,
+            }
+        return props
+
+    def format_args(self) -> list[str]:
+        args: list[str] = []
+        for name, password in self.users.items():
+            args += ["--add-scram", f"{self.mechanism}=[name={name},password={password}]"]
+        return args
+
+
 class KafkaServer(LocalServer):
     """Apache Kafka 4.x in KRaft mode, one node acting as broker and controller.
 
@@ -730,6 +803,11 @@ class KafkaServer(LocalServer):
         jvm_args: Sequence[str] = (),
         ready_timeout: float = KAFKA_READY_TIMEOUT,
         die_with_parent: bool = False,
+        auth: KafkaAuth | None = None,
+        node_id: int = 1,
+        cluster_id: str | None = None,
+        quorum_voters: str | None = None,
+        probe_produce: bool = True,
     ) -> None:
         data_dir = Path(data_dir)
         super().__init__(
@@ -745,6 +823,19 @@ class KafkaServer(LocalServer):
         self.server_properties = dict(server_properties or {})
         self.extra_listeners = tuple(extra_listeners)
         self.format_args = tuple(format_args)  # e.g. ("--add-scram", "SCRAM-SHA-256=[...]")
+        self.auth = auth
+        if auth is not None:
+            self.extra_listeners += (auth.listener,)
+            self.server_properties = {**auth.properties(), **self.server_properties}
+            self.format_args += tuple(auth.format_args())
+        self.node_id = node_id
+        self.cluster_id = cluster_id  # None: a random one at the first format
+        # None: a quorum of this node alone. Static voters, so `format` needs no
+        # --standalone/--initial-controllers, also for a multi-node quorum.
+        self.quorum_voters = quorum_voters or f"{node_id}@{host}:{controller_port}"
+        # A cluster node's probe does not produce: the probe topic (one replica) may live
+        # on a node that is down, and readiness of this one must not depend on it.
+        self.probe_produce = probe_produce
         self.lib_dir = Path(lib_dir)
         self.heap_max = heap_max
         self.jvm_args = tuple(jvm_args)
@@ -789,9 +880,8 @@ class KafkaServer(LocalServer):
             protocols.append(f"{listener.name}:{listener.protocol}")
         props: dict[str, str | int | bool] = {
             "process.roles": "broker,controller",
-            "node.id": 1,
-            # Static quorum, so `format` needs no --standalone/--initial-controllers.
-            "controller.quorum.voters": f"1@{self.host}:{self.controller_port}",
+            "node.id": self.node_id,
+            "controller.quorum.voters": self.quorum_voters,
             "listeners": ",".join(listeners),
             "advertised.listeners": ",".join(advertised),
             "controller.listener.names": "CONTROLLER",
@@ -849,14 +939,8 @@ class KafkaServer(LocalServer):
         return result.stdout
 
     def _format_storage(self) -> None:
-        # Pick the uuid line: whatever log4j prints to stdout must not become the cluster id.
-        output = self._run_tool("random-uuid")
-        cluster_ids = [ln.strip() for ln in output.splitlines() if _KAFKA_UUID_RE.match(ln.strip())]
-        if not cluster_ids:
-            raise StackError(f"StorageTool random-uuid printed no cluster id:\n{output}")
-        self._run_tool(
-            "format", "-t", cluster_ids[-1], "-c", str(self.config_file), *self.format_args
-        )
+        cluster_id = self.cluster_id or new_cluster_id()
+        self._run_tool("format", "-t", cluster_id, "-c", str(self.config_file), *self.format_args)
 
     def _prepare(self) -> None:
         ensure_kafka_jars(self.lib_dir)
@@ -883,7 +967,9 @@ class KafkaServer(LocalServer):
         ]
 
     def _wait_ready(self, timeout: float) -> None:
-        wait_for_kafka(self.bootstrap_servers, timeout, is_alive=self._alive)
+        wait_for_kafka(
+            self.bootstrap_servers, timeout, is_alive=self._alive, produce=self.probe_produce
+        )
 
     def is_healthy(self, timeout: float = 5.0) -> bool:
         if not self.is_running():
@@ -893,6 +979,209 @@ class KafkaServer(LocalServer):
         except Exception:
             return False
         return True
+
+
+KAFKA_ACLS_TOOL = REPO_ROOT / "dev" / "kafka" / "KafkaAcls.java"
+
+
+def grant_acls(
+    bootstrap: str,
+    principal: str,
+    grants: Sequence[str],
+    *,
+    client_properties: Mapping[str, str] | None = None,
+    lib_dir: Path = KAFKA_LIB_DIR,
+) -> list[str]:
+    """Allow ``principal`` (e.g. ``User:ledger``) what ``grants`` say, with Kafka's Admin API.
+
+    A grant is ``TOPIC|GROUP|CLUSTER:<name>:<OP>[,<OP>...]`` (literal names). The caller
+    connects as a super user: ``client_properties`` are its Admin client settings (SASL...).
+    Returns the ACLs in force afterwards, one a line (Kafka's ``AclBinding`` text).
+    """
+    ensure_kafka_jars(lib_dir)
+    with contextlib.ExitStack() as stack:
+        config = "-"
+        if client_properties:
+            handle = stack.enter_context(
+                tempfile.NamedTemporaryFile("w", suffix=".properties", encoding="latin-1")
+            )
+            handle.write(
+                "".join(
+                    f"{_escape_property(k, key=True)}={_escape_property(v)}\n"
+                    for k, v in client_properties.items()
+                )
+            )
+            handle.flush()
+            config = handle.name
+        result = subprocess.run(
+            [
+                *(find_java(), "-cp", f"{lib_dir}/*", str(KAFKA_ACLS_TOOL), bootstrap, config),
+                *(principal, *grants),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise StackError(
+            f"granting ACLs failed (exit {result.returncode}):\n"
+            f"{(result.stdout + result.stderr).strip()[-4000:]}"
+        )
+    return [line for line in result.stdout.splitlines() if line.startswith("(pattern=")]
+
+
+# --------------------------------------------------------------------------- Kafka cluster
+
+# What a production cluster of three runs with: every topic, internal ones included, on all
+# three nodes, and acks=all writes refused unless two replicas have them.
+CLUSTER_PROPERTIES: dict[str, str | int | bool] = {
+    "default.replication.factor": 3,
+    "min.insync.replicas": 2,
+    "offsets.topic.replication.factor": 3,
+    "transaction.state.log.replication.factor": 3,
+    "transaction.state.log.min.isr": 2,
+    "share.coordinator.state.topic.replication.factor": 3,
+    "share.coordinator.state.topic.min.isr": 2,
+}
+DEFAULT_CLUSTER_PORT = 19092  # nodes on 19092, 19093, 19094; their controllers on 19095...
+
+
+class KafkaCluster:
+    """A KRaft cluster of ``size`` nodes (default 3), each broker and controller, same jars.
+
+    Layout under ``data_dir``: ``cluster.id`` and ``node-<id>/`` (each node a `KafkaServer`).
+    The controllers form a static quorum, so the nodes are launched together and then
+    awaited: a lone node never gets a quorum. ``kill(node_id)`` crashes one node (SIGKILL),
+    ``start_node(node_id)`` brings it back; the other nodes go on meanwhile.
+    """
+
+    name = "kafka-cluster"
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        size: int = 3,
+        host: str = LOCALHOST,
+        ports: Sequence[tuple[int, int]] | None = None,
+        server_properties: Mapping[str, str | int | bool] | None = None,
+        heap_max: str = "512m",
+        jvm_args: Sequence[str] = (),
+        ready_timeout: float = 2 * KAFKA_READY_TIMEOUT,
+        die_with_parent: bool = False,
+    ) -> None:
+        """``ports``: (client port, controller port) per node; default free ones."""
+        self.data_dir = Path(data_dir).resolve()
+        if ports is None:
+            free = free_ports(2 * size, host)
+            ports = list(zip(free[:size], free[size:], strict=True))
+        if len(ports) != size:
+            raise StackError(f"{size} nodes need {size} port pairs, got {len(ports)}")
+        self.host = host
+        self.ready_timeout = ready_timeout
+        self.startup_seconds: float | None = None
+        voters = ",".join(f"{i}@{host}:{c}" for i, (_, c) in enumerate(ports, start=1))
+        self.nodes = [
+            KafkaServer(
+                self.data_dir / f"node-{node_id}",
+                host=host,
+                port=port,
+                controller_port=controller,
+                node_id=node_id,
+                quorum_voters=voters,
+                server_properties={**CLUSTER_PROPERTIES, **(server_properties or {})},
+                heap_max=heap_max,
+                jvm_args=jvm_args,
+                ready_timeout=ready_timeout,
+                die_with_parent=die_with_parent,
+                probe_produce=False,
+            )
+            for node_id, (port, controller) in enumerate(ports, start=1)
+        ]
+
+    def _cluster_id(self) -> str:
+        """The same id for every node, kept in ``cluster.id`` so restarts find their data."""
+        path = self.data_dir / "cluster.id"
+        try:
+            return path.read_text().strip()
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            cluster_id = new_cluster_id()
+            path.write_text(cluster_id + "\n")
+            return cluster_id
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return ",".join(node.bootstrap_servers for node in self.nodes)
+
+    @property
+    def port(self) -> int:
+        return self.nodes[0].port
+
+    @property
+    def pid(self) -> int | None:
+        """The first running node's pid (for the CLI), else None."""
+        return next((pid for node in self.nodes if (pid := node.pid) is not None), None)
+
+    @property
+    def log_file(self) -> Path:
+        return self.nodes[0].log_file
+
+    def node(self, node_id: int) -> KafkaServer:
+        return self.nodes[node_id - 1]
+
+    def is_running(self) -> bool:
+        return any(node.is_running() for node in self.nodes)
+
+    def is_healthy(self, timeout: float = 5.0) -> bool:
+        return all(node.is_healthy(timeout) for node in self.nodes)
+
+    def start(self) -> Self:
+        """Launch every node not running, then wait for each; on failure stop them all."""
+        started = time.monotonic()
+        try:
+            for node in self.nodes:
+                node.cluster_id = self._cluster_id()  # read (or made) only when starting
+                if not node.is_running():
+                    node.launch()
+            self._wait_ready(self.ready_timeout)
+        except BaseException:
+            self.stop(timeout=5.0)
+            raise
+        self.startup_seconds = time.monotonic() - started
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        for node in self.nodes:
+            node.ready_timeout = timeout
+            node.wait_ready()
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop all nodes at once: one by one, the last ones would wait for a lost quorum."""
+        with concurrent.futures.ThreadPoolExecutor(len(self.nodes)) as pool:
+            for future in [pool.submit(node.stop, timeout) for node in self.nodes]:
+                future.result()
+
+    def kill(self, node_id: int) -> None:
+        """SIGKILL one node (a crash); the others carry on."""
+        self.node(node_id).kill()
+
+    def start_node(self, node_id: int) -> KafkaServer:
+        """Start one node again (same ports, same data) and wait until it serves."""
+        return self.node(node_id).start()
+
+    async def akill(self, node_id: int) -> None:
+        await asyncio.to_thread(self.kill, node_id)
+
+    async def astart_node(self, node_id: int) -> KafkaServer:
+        return await asyncio.to_thread(self.start_node, node_id)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 # --------------------------------------------------------------------------- SecantusDB
@@ -998,7 +1287,8 @@ class MongoServer(LocalServer):
 
 # --------------------------------------------------------------------------- CLI
 
-SERVICES = ("kafka", "mongo")
+SERVICES = ("kafka", "mongo")  # what `up` starts when no service is named
+OPTIONAL_SERVICES = ("kafka-cluster",)  # three-node KRaft cluster, only when named
 
 
 @dataclass
@@ -1009,6 +1299,7 @@ class StackConfig:
     kafka_controller_port: int = DEFAULT_KAFKA_CONTROLLER_PORT
     mongo_port: int = DEFAULT_MONGO_PORT
     sync_on_commit: bool = True
+    kafka_cluster_port: int = DEFAULT_CLUSTER_PORT
 
     @classmethod
     def load(cls, state_dir: Path) -> StackConfig:
@@ -1024,9 +1315,13 @@ class StackConfig:
         (state_dir / "stack.json").write_text(json.dumps(self.__dict__, indent=2) + "\n")
 
 
-def cli_servers(state_dir: Path, config: StackConfig) -> dict[str, LocalServer]:
+def cli_servers(state_dir: Path, config: StackConfig) -> dict[str, LocalServer | KafkaCluster]:
     """The CLI's servers: fixed ports, data/logs/pid files under ``state_dir``."""
+    base = config.kafka_cluster_port
     return {
+        "kafka-cluster": KafkaCluster(
+            state_dir / "kafka-cluster", ports=[(base + i, base + 3 + i) for i in range(3)]
+        ),
         "kafka": KafkaServer(
             state_dir / "kafka",
             port=config.kafka_port,
@@ -1038,9 +1333,12 @@ def cli_servers(state_dir: Path, config: StackConfig) -> dict[str, LocalServer]:
     }
 
 
-def env_lines(config: StackConfig, *, export: bool = False) -> list[str]:
+def env_lines(config: StackConfig, *, export: bool = False, cluster: bool = False) -> list[str]:
+    kafka = f"{LOCALHOST}:{config.kafka_port}"
+    if cluster:
+        kafka = ",".join(f"{LOCALHOST}:{config.kafka_cluster_port + i}" for i in range(3))
     values = {
-        "KAFKA_BOOTSTRAP_SERVERS": f"{LOCALHOST}:{config.kafka_port}",
+        "KAFKA_BOOTSTRAP_SERVERS": kafka,
         "MONGODB_URI": f"mongodb://{LOCALHOST}:{config.mongo_port}/?directConnection=true",
     }
     if export:
@@ -1049,7 +1347,9 @@ def env_lines(config: StackConfig, *, export: bool = False) -> list[str]:
     return [f"{k}={v}" for k, v in values.items()]
 
 
-def _describe(server: LocalServer) -> str:
+def _describe(server: LocalServer | KafkaCluster) -> str:
+    if isinstance(server, KafkaCluster):
+        return f"kafka-cluster  {server.bootstrap_servers}"
     if isinstance(server, KafkaServer):
         return f"kafka  {server.bootstrap_servers}"
     if isinstance(server, MongoServer):
@@ -1085,11 +1385,13 @@ def _cmd_up(state_dir: Path, config: StackConfig, services: Sequence[str]) -> in
             elif isinstance(server, MongoServer):
                 result.mongo_port = server.port
                 result.sync_on_commit = server.sync_on_commit
+            elif isinstance(server, KafkaCluster):
+                result.kafka_cluster_port = server.port
             result.save(state_dir)  # after each service, so `down` finds a half-done `up`
     return 0
 
 
-def _became_healthy(server: LocalServer) -> bool:
+def _became_healthy(server: LocalServer | KafkaCluster) -> bool:
     """A concurrent `up` may still be starting it: give it its start-up time."""
     try:
         server._wait_ready(server.ready_timeout)
@@ -1142,13 +1444,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start (idempotent: healthy servers are left alone)")
-    up.add_argument("services", nargs="*", metavar="SERVICE", help="kafka, mongo (default: both)")
+    up.add_argument(
+        "services",
+        nargs="*",
+        metavar="SERVICE",
+        help="kafka, mongo (default: both), kafka-cluster (three KRaft nodes, replication "
+        "factor 3, min.insync.replicas 2)",
+    )
     # Unset options keep what the last `up` in this state dir used (stack.json), else defaults.
     up.add_argument("--kafka-port", type=int, help=f"default {DEFAULT_KAFKA_PORT}")
     up.add_argument(
         "--kafka-controller-port", type=int, help=f"default {DEFAULT_KAFKA_CONTROLLER_PORT}"
     )
     up.add_argument("--mongo-port", type=int, help=f"default {DEFAULT_MONGO_PORT}")
+    up.add_argument(
+        "--kafka-cluster-port",
+        type=int,
+        help=f"first node's port, default {DEFAULT_CLUSTER_PORT} (nodes on it and the next "
+        "two, their controllers on the three after)",
+    )
     up.add_argument(
         "--sync-on-commit",
         action=argparse.BooleanOptionalAction,
@@ -1157,18 +1471,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for name, text in (("down", "stop what `up` started"), ("status", "exit 1 unless healthy")):
         cmd = sub.add_parser(name, help=text)
-        cmd.add_argument("services", nargs="*", metavar="SERVICE", help="kafka, mongo")
+        cmd.add_argument(
+            "services", nargs="*", metavar="SERVICE", help="kafka, mongo, kafka-cluster"
+        )
     env = sub.add_parser("env", help="print KAFKA_BOOTSTRAP_SERVERS=… and MONGODB_URI=…")
     env.add_argument("--export", action="store_true", help="as quoted `export` lines for eval")
+    env.add_argument(
+        "--cluster", action="store_true", help="KAFKA_BOOTSTRAP_SERVERS of the three-node cluster"
+    )
     args = parser.parse_args(argv)
     # Readiness probes retry through connection errors that aiokafka would print to stderr.
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
     state_dir: Path = args.state_dir.resolve()
     services = tuple(getattr(args, "services", None) or SERVICES)
-    unknown = sorted(set(services) - set(SERVICES))
+    unknown = sorted(set(services) - {*SERVICES, *OPTIONAL_SERVICES})
     if unknown:
-        parser.error(f"unknown service(s) {unknown}; choose from {list(SERVICES)}")
+        parser.error(f"unknown service(s) {unknown}; choose from {[*SERVICES, *OPTIONAL_SERVICES]}")
     try:
         if args.command == "up":
             remembered = StackConfig.load(state_dir)
@@ -1179,13 +1498,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 ),
                 mongo_port=_pick(args.mongo_port, remembered.mongo_port),
                 sync_on_commit=_pick(args.sync_on_commit, remembered.sync_on_commit),
+                kafka_cluster_port=_pick(args.kafka_cluster_port, remembered.kafka_cluster_port),
             )
             return _cmd_up(state_dir, config, services)
         if args.command == "down":
             return _cmd_down(state_dir, services)
         if args.command == "status":
             return _cmd_status(state_dir, services)
-        print("\n".join(env_lines(StackConfig.load(state_dir), export=args.export)))
+        config = StackConfig.load(state_dir)
+        print("\n".join(env_lines(config, export=args.export, cluster=args.cluster)))
         return 0
     except StackError as exc:
         print(f"dev.stack: {exc}", file=sys.stderr)

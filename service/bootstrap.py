@@ -6,22 +6,32 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
-from faststream.specification import AsyncAPI
 
 from service.adapters.kafka import KafkaPublisher, build_broker, ensure_topics
+from service.adapters.kafka_feed import KafkaFeedFollower
+from service.adapters.mongo_reads import MongoReads
 from service.adapters.mongo_store import MongoStore
 from service.api.consumer import register_consumer
-from service.api.http import Health, build_api
+from service.api.http import build_api
+from service.api.management import management_app, split_ports
+from service.app import telemetry
+from service.app.feed import RecentDeadLetters, SnapshotFeed, SnapshotReader
+from service.app.health import Health, LagMonitor, Watchdog
 from service.app.maintenance import Maintenance
 from service.app.processor import BatchProcessor
+from service.schemas import asyncapi_document
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+# `campaign-ledger serve --role`: consumer = the Kafka consumer group and maintenance (HTTP:
+# health and metrics only); api = the HTTP API (no group membership); all = both.
+Role = Literal["all", "consumer", "api"]
 
 
 @dataclass
@@ -33,27 +43,79 @@ class Service:
     maintenance: Maintenance
     health: Health
     app: FastAPI
+    feed: SnapshotFeed
+    role: Role = "all"
+    watchdog: Watchdog | None = None
+    lag: LagMonitor | None = None
+
+    def begin_stop(self) -> None:
+        """First thing on SIGTERM: readiness off, open streams ended (they would otherwise
+        hold the server's graceful shutdown until its timeout)."""
+        self.health.stopping = True
+        self.feed.close()
 
     def asyncapi(self) -> dict[str, Any]:
-        spec = AsyncAPI(
-            self.broker,
-            title="campaign-ledger",
-            version="0.1.0",
-            description="Events read and written by campaign-ledger (CloudEvents 1.0, "
-            "structured mode, keyed by campaign id).",
-            schema_version="3.0.0",
-        )
-        document: dict[str, Any] = spec.to_specification().to_jsonable()
-        return document
+        return asyncapi_document(self.settings)
 
 
-def build(settings: Settings | None = None) -> Service:
+def _health(
+    settings: Settings, store: MongoStore, broker: KafkaBroker, watchdog: Watchdog | None
+) -> Health:
+    """Readiness asks what the role needs: a consumer (it has a watchdog) MongoDB and Kafka;
+    the API MongoDB only (its live streams degrade without Kafka, its reads do not)."""
+
+    async def kafka_ping() -> bool:
+        return await broker.ping(timeout=settings.readiness_timeout_seconds)
+
+    checks = {"mongodb": store.ping}
+    if watchdog is not None:
+        checks["kafka"] = kafka_ping
+    return Health(
+        checks,
+        gate="serving" if watchdog is None else "consuming",
+        timeout=settings.readiness_timeout_seconds,
+        cache_seconds=settings.readiness_cache_seconds,
+        watchdog=watchdog,
+    )
+
+
+def _subscribe(
+    broker: KafkaBroker, settings: Settings, processor: BatchProcessor, watchdog: Watchdog
+) -> LagMonitor:
+    """Join the consumer group (on broker.start()); the lag of what it is assigned is watched."""
+    subscriber = register_consumer(broker, settings, processor, watchdog)
+    return LagMonitor(lambda: subscriber.consumer, watchdog)
+
+
+def _start_background(
+    settings: Settings, maintenance: Maintenance, lag: LagMonitor | None
+) -> list[asyncio.Task[None]]:
+    """The consumer role's periodic duties: maintenance sweeps and lag measurement."""
+    telemetry.HOLD_LIMIT.set(settings.audit_hold_seconds)
+    tasks = [asyncio.create_task(maintenance.run_forever(settings.maintenance_interval_seconds))]
+    if lag is not None:
+        tasks.append(asyncio.create_task(lag.run_forever(settings.consumer_lag_interval_seconds)))
+    return tasks
+
+
+async def _stop_background(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def build(settings: Settings | None = None, role: Role = "all") -> Service:
     settings = settings or Settings()
+    consumes = role in ("all", "consumer")
+    serves_api = role in ("all", "api")
     store = MongoStore.connect(settings.mongodb_uri.get_secret_value(), settings.mongodb_database)
     broker = build_broker(settings)
     publisher = KafkaPublisher(broker, settings)
     processor = BatchProcessor(store, publisher, max_event_bytes=settings.max_event_bytes)
-    register_consumer(broker, settings, processor)
+    watchdog = Watchdog(settings.watchdog_stall_seconds)
+    lag = _subscribe(broker, settings, processor, watchdog) if consumes else None
     maintenance = Maintenance(
         store,
         publisher,
@@ -61,37 +123,65 @@ def build(settings: Settings | None = None) -> Service:
         retention_seconds=settings.retention_seconds,
     )
 
-    async def kafka_ping() -> bool:
-        return await broker.ping(timeout=2.0)
-
-    health = Health(store, kafka_ping)
+    health = _health(settings, store, broker, watchdog if consumes else None)
+    feed = SnapshotFeed(
+        max_streams=settings.stream_max_clients,
+        cache_entries=settings.snapshot_cache_entries,
+        cache_seconds=settings.snapshot_cache_seconds,
+        backlog=settings.stream_client_backlog,
+    )
+    dead_letters = RecentDeadLetters()
+    follower = KafkaFeedFollower(settings, feed, dead_letters)
+    reads = MongoReads(store.db)
     service: Service
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await store.ensure_schema()
-        await broker.start()
-        await ensure_topics(broker, settings)
+        tasks: list[asyncio.Task[None]] = []
+        if consumes:
+            await store.ensure_schema()
+            await broker.connect()
+            await ensure_topics(broker, settings)  # before any consumer asks for the topics
+        if serves_api:
+            await follower.start()
+        if consumes:
+            await broker.start()
+            tasks = _start_background(settings, maintenance, lag)
         health.started = True
-        sweeper = asyncio.create_task(
-            maintenance.run_forever(settings.maintenance_interval_seconds)
-        )
-        log.info("service_started", topics=list(settings.input_topics))
+        log.info("service_started", role=role, topics=list(settings.input_topics))
         try:
             yield
         finally:
             # Readiness turns false first, so traffic drains before the consumer stops.
             health.stopping = True
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
-            await broker.stop()  # waits for the batch in flight (graceful_timeout)
+            feed.close()
+            if serves_api:
+                await follower.stop()
+            await _stop_background(tasks)
+            if consumes:
+                await broker.stop()  # waits for the batch in flight (graceful_timeout)
             await store.close()
             log.info("service_stopped")
 
     def asyncapi() -> dict[str, Any]:
         return service.asyncapi()
 
-    app = build_api(store, health, settings.tokens, asyncapi, lifespan=lifespan)
-    service = Service(settings, store, broker, processor, maintenance, health, app)
+    if not serves_api:
+        app = management_app(health, lifespan=lifespan)
+    else:
+        app = build_api(
+            reads,
+            health,
+            settings.tokens,
+            asyncapi,
+            feed=feed,
+            reader=SnapshotReader(feed, reads),
+            recent_dead_letters=dead_letters,
+            keepalive_seconds=settings.stream_keepalive_seconds,
+            lifespan=lifespan,
+        )
+    split_ports(app, settings.http_port, settings.management_port)
+    service = Service(
+        settings, store, broker, processor, maintenance, health, app, feed, role, watchdog, lag
+    )
     return service

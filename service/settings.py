@@ -24,6 +24,11 @@ class Settings(BaseSettings):
     # Partitions for topics this service creates when missing (inputs and outputs alike:
     # equal counts keep a campaign's events on one instance).
     kafka_topic_partitions: int = Field(default=6, ge=1)
+    # Replication factor of the topics this service creates (3 on a production cluster).
+    kafka_topic_replication_factor: int = Field(default=1, ge=1)
+    # False on clusters whose topics a platform team makes: the service then never creates
+    # or alters a topic, and refuses to start unless all six exist.
+    kafka_create_topics: bool = True
 
     mongodb_uri: SecretStr = SecretStr("mongodb://localhost:27017")
     mongodb_database: str = "campaign_ledger"
@@ -31,12 +36,43 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8080, ge=0, le=65535)
     http_host: str = "0.0.0.0"  # noqa: S104 - a service listens on all interfaces in its pod
     api_tokens: SecretStr | None = None
+    # Server-Sent Event streams (GET /stream, /campaigns/{id}/stream) one instance serves at
+    # once; past it new ones get 503 with Retry-After.
+    stream_max_clients: int = Field(default=2000, ge=0)
+    # A comment line this often on an idle stream (the contract asks for at most 15 s).
+    stream_keepalive_seconds: float = Field(default=10.0, gt=0, le=15)
+    # Revisions of one campaign waiting for one slow client; past it the client skips its
+    # oldest (snapshots are whole states). 1: a lagging client only ever gets the newest.
+    stream_client_backlog: int = Field(default=16, ge=1, le=1000)
+    # Recent snapshots kept in memory for GET snapshot and streams (0: read MongoDB each time).
+    snapshot_cache_entries: int = Field(default=10_000, ge=0)
+    # > 0: answer GET snapshot from memory without asking MongoDB while the cached entry is
+    # this recent (it may then trail the topic by as much); 0: check the revision each time.
+    snapshot_cache_seconds: float = Field(default=0.0, ge=0)
 
     max_event_bytes: int = Field(default=1024 * 1024, ge=1)
     audit_hold_seconds: float = Field(default=3600, gt=0)
     campaign_retention_days: float = Field(default=30, ge=0)
     # How often held events, the snapshot outbox and retention are swept.
     maintenance_interval_seconds: float = Field(default=5.0, gt=0)
+
+    # Health (service/app/health.py). /healthz, /readyz and /metrics on their own port, which
+    # no Service exposes (k8s/: 9090); unset, they are served on HTTP_PORT beside the API.
+    management_port: int | None = Field(default=None, ge=0, le=65535)
+    # Liveness fails when assigned partitions have lag (or a batch is in flight) and nothing
+    # was committed for this long. Above the longest retry pause (30 s) and batch.
+    watchdog_stall_seconds: float = Field(default=300.0, gt=0)
+    # How often consumer lag (ledger_consumer_lag) is measured for the metric and watchdog.
+    consumer_lag_interval_seconds: float = Field(default=5.0, gt=0)
+    # /readyz runs its checks concurrently and answers within this (keep it below the
+    # readiness probe's timeoutSeconds), reusing an answer for readiness_cache_seconds.
+    readiness_timeout_seconds: float = Field(default=2.0, gt=0)
+    readiness_cache_seconds: float = Field(default=1.0, ge=0)
+    # The shutdown budget: open HTTP connections drain for at most the first, then the
+    # consumer finishes its batch in flight for at most the second. k8s/'s
+    # terminationGracePeriodSeconds exceeds preStop + both (tests/unit/test_shutdown_budget.py).
+    http_shutdown_timeout_seconds: float = Field(default=15.0, gt=0)
+    kafka_shutdown_timeout_seconds: float = Field(default=20.0, gt=0)
 
     topic_artifact_generated: str = "campaign.artifact-generated"
     topic_audit_completed: str = "campaign.audit-completed"

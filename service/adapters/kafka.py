@@ -6,12 +6,16 @@ import asyncio
 import dataclasses
 import logging
 import ssl
+import sys
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
+import structlog
 from aiokafka import ConsumerRecord
-from faststream.kafka import KafkaBroker, Topic
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaTimeoutError, TopicAlreadyExistsError, for_code
+from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
 from faststream.message import StreamMessage
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
@@ -22,6 +26,8 @@ from service.domain.ingest import RawRecord
 from service.settings import Settings
 
 CLOUDEVENTS_JSON = "application/cloudevents+json"
+
+log = structlog.get_logger(__name__)
 
 
 def security_from(settings: Settings) -> BaseSecurity | None:
@@ -46,20 +52,107 @@ def security_from(settings: Settings) -> BaseSecurity | None:
     return SASLPlaintext(username, password, ssl_context=context, use_ssl=use_ssl)
 
 
+class MissingTopics(RuntimeError):
+    """Topics the service needs are not there (or this user may not DESCRIBE them)."""
+
+    def __init__(self, missing: Sequence[str]) -> None:
+        self.missing = tuple(missing)
+        super().__init__(
+            f"Kafka topics missing: {', '.join(self.missing)}. KAFKA_CREATE_TOPICS is false, "
+            "so the service does not create them: create them (or grant this user DESCRIBE "
+            "on them) and start again."
+        )
+
+
+# The snapshot topic is a changelog keyed by campaign id: compaction keeps every campaign's
+# latest snapshot, so a new reader rebuilds the whole state from it.
+SNAPSHOT_TOPIC_CONFIG = {"cleanup.policy": "compact"}
+
+
+def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """The six topics, each with the configuration it is created with."""
+    configs: dict[str, dict[str, str]] = {name: {} for name in settings.input_topics}
+    configs[settings.topic_snapshot_updated] = dict(SNAPSHOT_TOPIC_CONFIG)
+    configs[settings.topic_dead_letter] = {}
+    return configs
+
+
 async def ensure_topics(broker: KafkaBroker, settings: Settings) -> None:
-    """Create the output topics when missing (the subscriber creates the input ones)."""
-    topics = [
-        Topic(name, num_partitions=settings.kafka_topic_partitions)
-        for name in (settings.topic_snapshot_updated, settings.topic_dead_letter)
-    ]
-    for result in await broker.config.broker_config.admin.create_topics(topics):
-        if result.error is not None:
-            raise result.error
+    """Make sure the six topics exist, before any consumer or producer asks for them.
+
+    Called after ``broker.connect()`` and before ``broker.start()``. Existence is read from
+    the cluster metadata of all topics this user may DESCRIBE (``list_topics``): no other
+    right is needed, and unlike a metadata request naming the topics (``describe_topics``,
+    which aiokafka sends with ``allow_auto_topic_creation``) it cannot create anything.
+    Missing topics are created with ``KAFKA_CREATE_TOPICS`` (existing ones are never
+    altered); without it the service logs them, says so on stderr and refuses to start.
+    """
+    admin = broker.config.broker_config.admin.client
+    wanted = topic_configs(settings)
+    existing = set(await admin.list_topics())
+    missing = [name for name in wanted if name not in existing]
+    if not missing:
+        return
+    if not settings.kafka_create_topics:
+        error = MissingTopics(missing)
+        log.error("kafka_topics_missing", missing=missing, create_topics=False)
+        print(f"campaign-ledger: {error}", file=sys.stderr)
+        raise error
+    response = await admin.create_topics(
+        [
+            NewTopic(
+                name,
+                num_partitions=settings.kafka_topic_partitions,
+                replication_factor=settings.kafka_topic_replication_factor,
+                topic_configs=wanted[name],
+            )
+            for name in missing
+        ]
+    )
+    for entry in response.to_object()["topic_errors"]:
+        code = entry["error_code"]
+        if code:
+            error_type = for_code(code)
+            if error_type is TopicAlreadyExistsError:
+                continue  # another instance created it meanwhile
+            raise error_type(f"creating topic {entry['topic']}: {entry.get('error_message')}")
+    await _wait_for_leaders(admin, missing)
+    log.info(
+        "kafka_topics_created",
+        topics=missing,
+        partitions=settings.kafka_topic_partitions,
+        replication_factor=settings.kafka_topic_replication_factor,
+    )
+
+
+async def _wait_for_leaders(
+    admin: AIOKafkaAdminClient, topics: Sequence[str], timeout: float = 30.0
+) -> None:
+    """Return once every partition of the new ``topics`` has a leader in the metadata.
+
+    The controller answers CreateTopics before every broker has the new metadata; consumers
+    that subscribe right after would otherwise find no partitions. (A metadata request naming
+    topics may auto-create them: fine here, they exist and this user may create.)
+    """
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        described = await admin.describe_topics(list(topics))
+        if all(
+            topic["error_code"] == 0
+            and topic["partitions"]
+            and all(p["error_code"] == 0 and p["leader"] >= 0 for p in topic["partitions"])
+            for topic in described
+        ):
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise KafkaTimeoutError(f"new topics {list(topics)} have no leaders after {timeout}s")
+        await asyncio.sleep(0.1)
 
 
 def build_broker(settings: Settings) -> KafkaBroker:
     return KafkaBroker(
-        settings.kafka_bootstrap_servers,
+        # A list: FastStream takes one string as one address, "a:9092,b:9092" included.
+        [a.strip() for a in settings.kafka_bootstrap_servers.split(",") if a.strip()],
         security=security_from(settings),
         client_id="campaign-ledger",
         # Snapshots and dead letters must not be lost or reordered by producer retries.
@@ -67,7 +160,8 @@ def build_broker(settings: Settings) -> KafkaBroker:
         enable_idempotence=True,
         linger_ms=5,
         compression_type="lz4",
-        graceful_timeout=30.0,
+        # broker.stop() waits this long for the batch in flight (the shutdown budget).
+        graceful_timeout=settings.kafka_shutdown_timeout_seconds,
         # Our logger, so FastStream's lines go through the structured handler; its per-batch
         # "Received"/"Processed" lines at DEBUG, where they belong at this rate.
         logger=logging.getLogger("campaign_ledger.kafka"),
@@ -80,9 +174,11 @@ async def tolerant_parser(message: Any, original: Any) -> StreamMessage[Any]:
     """FastStream's batch parser, made safe for header values that are not UTF-8 text.
 
     The stock parser decodes every header strictly; one bad header would fail the whole batch
-    before our code sees it. Headers are advisory here (the contract requires none), so their
-    undecodable bytes are replaced; the value itself is untouched.
+    before our code sees it. FastStream gets copies whose undecodable header bytes are
+    replaced; the message keeps the original records, whose header bytes `raw_records` reads
+    (binary-mode attributes, dead letters). Same offsets, so acknowledging is unchanged.
     """
+    originals = tuple(message)
     records = tuple(
         dataclasses.replace(
             record,
@@ -91,9 +187,10 @@ async def tolerant_parser(message: Any, original: Any) -> StreamMessage[Any]:
                 for name, value in record.headers
             ],
         )
-        for record in message
+        for record in originals
     )
     parsed: StreamMessage[Any] = await original(records)
+    parsed.raw_message = originals
     return parsed
 
 
@@ -111,6 +208,8 @@ def raw_records(message: KafkaMessage) -> list[RawRecord]:
             offset=record.offset,
             key=record.key,
             value=record.value,
+            headers=tuple((name, value or b"") for name, value in record.headers),
+            timestamp_ms=record.timestamp,
         )
         for record in records
     ]

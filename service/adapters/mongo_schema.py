@@ -6,6 +6,7 @@ bounded, indexed query however long a campaign's history grows.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel
@@ -25,6 +26,7 @@ PROCESSED_EVENTS = "processed_events"
 OUTBOX = "outbox"
 
 NAMESPACE_EXISTS = 48  # the server's code when a collection was created concurrently
+INDEX_NOT_FOUND = 27
 
 ENTITY_COLLECTIONS = (CAMPAIGNS, ARTIFACTS, VERSIONS, AUDIT_REPORTS, ITERATION_LOGS, RUNS)
 
@@ -107,27 +109,45 @@ VALIDATORS: dict[str, dict[str, Any]] = {
             "status": {"enum": ["running", "completed", "failed", "cancelled"]},
         }
     ),
+    # The batch reads and compare-and-sets snapshots by `_id` and `campaign_id` (the shard
+    # key): a snapshot written without it would never be found again.
+    SNAPSHOTS: _schema({"campaign_id": _STRING}),
 }
 
+# Sharding (contract 1.1): every collection can be sharded on `campaign_id`, so every unique
+# index other than `_id` begins with it. Artifact, version, audit and iteration ids are global
+# (one campaign owns each), so a unique index with `campaign_id` in front enforces the same
+# uniqueness as the same index without it.
 INDEXES: dict[str, list[IndexModel]] = {
     CAMPAIGNS: [],
     ARTIFACTS: [IndexModel([("campaign_id", ASCENDING), ("_id", ASCENDING)])],
     VERSIONS: [
-        # Version history pages, the archive successor (read backwards), export and purge
-        # (artifact by artifact), and the guarantee that a number is never used twice.
-        IndexModel([("artifact_id", ASCENDING), ("version_number", ASCENDING)], unique=True),
+        # A number is never used twice; also the archive successor (read backwards) and purge.
+        IndexModel(
+            [("campaign_id", ASCENDING), ("artifact_id", ASCENDING), ("version_number", ASCENDING)],
+            unique=True,
+        ),
+        # Version history pages and export, which ask by artifact alone.
+        IndexModel([("artifact_id", ASCENDING), ("version_number", ASCENDING)]),
         # Sparse: only versions that carry the link are indexed.
         IndexModel([("feedback_id", ASCENDING)], sparse=True),
         IndexModel([("parent_version_id", ASCENDING)], sparse=True),
         IndexModel([("run_id", ASCENDING)], sparse=True),
     ],
     AUDIT_REPORTS: [
-        IndexModel([("version_id", ASCENDING), ("attempt", ASCENDING)], unique=True),
-        IndexModel([("campaign_id", ASCENDING)]),
+        IndexModel(
+            [("campaign_id", ASCENDING), ("version_id", ASCENDING), ("attempt", ASCENDING)],
+            unique=True,
+        ),
+        # GET /versions/{version_id}/audits, which names no campaign (scatter-gather).
+        IndexModel([("version_id", ASCENDING), ("attempt", ASCENDING)]),
     ],
     ITERATION_LOGS: [
         IndexModel([("campaign_id", ASCENDING), ("submitted_at", ASCENDING), ("_id", ASCENDING)]),
-        IndexModel([("version_id", ASCENDING), ("feedback_number", ASCENDING)], unique=True),
+        IndexModel(
+            [("campaign_id", ASCENDING), ("version_id", ASCENDING), ("feedback_number", ASCENDING)],
+            unique=True,
+        ),
         IndexModel([("feedback_id", ASCENDING)]),
     ],
     RUNS: [IndexModel([("campaign_id", ASCENDING)])],
@@ -157,5 +177,26 @@ async def ensure_schema(db: AsyncDatabase[dict[str, Any]]) -> None:
                     raise
         if validator is not None:
             await db.command("collMod", name, validator=validator, validationLevel="strict")
+        await _drop_unshardable_unique_indexes(db, name)
         if indexes:
             await db[name].create_indexes(indexes)
+
+
+def unshardable(index: Mapping[str, Any]) -> bool:
+    """A unique index that a collection sharded on `campaign_id` could not keep."""
+    if index.get("name") == "_id_" or not index.get("unique"):
+        return False
+    first: str = next(iter(index["key"]))
+    return first != "campaign_id"
+
+
+async def _drop_unshardable_unique_indexes(db: AsyncDatabase[dict[str, Any]], name: str) -> None:
+    """Databases made by earlier versions had unique indexes not led by `campaign_id`; the new
+    ones (created right after) enforce the same uniqueness."""
+    async for index in await db[name].list_indexes():
+        if unshardable(index):
+            try:
+                await db[name].drop_index(index["name"])
+            except OperationFailure as error:
+                if error.code != INDEX_NOT_FOUND:  # another instance dropped it first
+                    raise

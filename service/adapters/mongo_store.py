@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -167,7 +167,9 @@ class Transaction:
             view.checked_events.update(ids)
             view.processed.update(by_mark[d["_id"]] for d in found)
         if ids := keys.get("campaign"):
-            found = await self._find(cols.SNAPSHOTS, {"_id": {"$in": list(ids)}})
+            # `campaign_id` equals `_id` here; it is the shard key (see mongo_schema).
+            query = {"_id": {"$in": list(ids)}, "campaign_id": {"$in": list(ids)}}
+            found = await self._find(cols.SNAPSHOTS, query)
             view.campaigns.update(dict.fromkeys(ids))
             for doc in found:
                 view.campaigns[doc["_id"]] = (
@@ -209,7 +211,7 @@ class Transaction:
         if missing.kind == "unarchived":
             found = await self._find(
                 cols.VERSIONS,
-                {"artifact_id": missing.key, "archived": False},
+                {"campaign_id": missing.campaign_id, "artifact_id": missing.key, "archived": False},
                 _VERSION_STATE_FIELDS,
                 sort=[("version_number", -1)],
                 limit=missing.limit,
@@ -228,6 +230,11 @@ class Transaction:
                 {"$set": {"expired": True}},
                 session=self.session,
             )
+            # An expired hold was never applied: forget its mark too, so the same event sent
+            # again (a dead-letter replay, a producer retry) is applied as new.
+            await self._col(cols.PROCESSED_EVENTS).delete_many(
+                {"_id": {"$in": [d["_id"] for d in found]}}, session=self.session
+            )
         return found
 
     # ---- writes --------------------------------------------------------------------------
@@ -242,9 +249,17 @@ class Transaction:
         for (entity, entity_id), fields in changes.patches.items():
             if entity == "campaign":
                 fields = {"campaign_id": entity_id, **fields}  # noqa: PLW2901
+            # The shard key in every filter: the write goes to one shard, and an upsert on a
+            # sharded collection requires it.
+            target = {"_id": entity_id, "campaign_id": fields.get("campaign_id")}
+            if entity == "version":
+                stored = view.versions.get(entity_id)
+                target["campaign_id"] = stored.campaign_id if stored else None
+            if target["campaign_id"] is None:
+                del target["campaign_id"]
             by_collection.setdefault(_ENTITY_COLLECTION[entity], []).append(
                 UpdateOne(
-                    {"_id": entity_id},
+                    target,
                     # $literal keeps user data with '$' or '.' in its keys from being read as
                     # operators or paths.
                     [{"$set": {k: {"$literal": v} for k, v in fields.items()}}],
@@ -280,6 +295,7 @@ class Transaction:
         ops: list[InsertOne[Document] | UpdateOne] = []
         for campaign in campaigns:
             doc = {
+                "campaign_id": campaign.campaign_id,
                 "snapshot": campaign.snapshot(),
                 "private": campaign.private(),
                 "tombstone": False,
@@ -301,7 +317,11 @@ class Transaction:
                 # Compare-and-set on the revision read: a concurrent writer makes this miss.
                 ops.append(
                     UpdateOne(
-                        {"_id": campaign.campaign_id, "revision": stored.revision},
+                        {
+                            "_id": campaign.campaign_id,
+                            "campaign_id": campaign.campaign_id,
+                            "revision": stored.revision,
+                        },
                         [{"$set": {k: {"$literal": v} for k, v in doc.items()}}],
                     )
                 )
@@ -315,7 +335,7 @@ class Transaction:
 
 
 class MongoStore:
-    """The MongoDB adapter: transactions for the consumer, reads for the HTTP API."""
+    """The MongoDB adapter: transactions for the consumer (the API reads via mongo_reads)."""
 
     def __init__(self, client: AsyncMongoClient[Document], database: str) -> None:
         self.client = client
@@ -331,6 +351,10 @@ class MongoStore:
 
     async def ensure_schema(self) -> None:
         await cols.ensure_schema(self.db)
+        # Snapshot documents written before they carried their shard key.
+        await self.db[cols.SNAPSHOTS].update_many(
+            {"campaign_id": {"$exists": False}}, [{"$set": {"campaign_id": "$_id"}}]
+        )
 
     async def ping(self) -> bool:
         try:
@@ -386,9 +410,13 @@ class MongoStore:
 
     async def delete_outbox(self, entries: Iterable[OutboxEntry]) -> None:
         """Forget published entries (all of each stored chunk is published together)."""
-        chunks = sorted({entry.chunk for entry in entries if entry.chunk})
+        stored = [entry for entry in entries if entry.chunk]
+        chunks = sorted({entry.chunk for entry in stored})
         if chunks:
-            await self.db[cols.OUTBOX].delete_many({"_id": {"$in": chunks}})
+            campaigns = sorted({entry.campaign_id for entry in stored})
+            await self.db[cols.OUTBOX].delete_many(
+                {"_id": {"$in": chunks}, "campaign_id": {"$in": campaigns}}
+            )
 
     # ---- maintenance ---------------------------------------------------------------------
 
@@ -402,6 +430,13 @@ class MongoStore:
 
     async def count_held(self) -> int:
         return await self.db[cols.HELD_EVENTS].estimated_document_count()
+
+    async def oldest_held_at(self) -> datetime | None:
+        """When the longest-waiting held event was held (for its alert), None if none."""
+        doc = await self.db[cols.HELD_EVENTS].find_one(
+            {"expired": {"$ne": True}}, {"held_at": 1}, sort=[("held_at", 1)]
+        )
+        return None if doc is None else doc["held_at"]
 
     async def drop_held(self, ids: list[str]) -> None:
         await self.db[cols.HELD_EVENTS].delete_many({"_id": {"$in": ids}, "expired": True})
@@ -436,6 +471,7 @@ class MongoStore:
                 {
                     "$replaceWith": {
                         "_id": "$_id",
+                        "campaign_id": "$_id",
                         "tombstone": True,
                         "purge_pending": True,
                         "revision": "$revision",
@@ -449,9 +485,8 @@ class MongoStore:
             and await snapshots.find_one({"_id": campaign_id, "purge_pending": True}) is None
         ):
             return False  # restored meanwhile, or purged already
-        for artifact_id in await self._artifact_ids(campaign_id):
-            await self.db[cols.VERSIONS].delete_many({"artifact_id": artifact_id})
         for name in (
+            cols.VERSIONS,
             cols.AUDIT_REPORTS,
             cols.ITERATION_LOGS,
             cols.ARTIFACTS,
@@ -464,102 +499,6 @@ class MongoStore:
             await self.db[name].delete_many({key: campaign_id})
         await snapshots.update_one({"_id": campaign_id}, {"$set": {"purge_pending": False}})
         return True
-
-    # ---- reads for the HTTP API --------------------------------------------------------
-
-    async def snapshot_document(self, campaign_id: str) -> Document | None:
-        return await self.db[cols.SNAPSHOTS].find_one(
-            {"_id": campaign_id, "tombstone": {"$ne": True}},
-            {"snapshot": 1, "private.audit_outcomes": 1},
-        )
-
-    async def artifact(self, campaign_id: str, artifact_id: str) -> Document | None:
-        return await self.db[cols.ARTIFACTS].find_one(
-            {"_id": artifact_id, "campaign_id": campaign_id}
-        )
-
-    async def version_page(self, artifact_id: str, after: int, limit: int) -> list[Document]:
-        cursor = self.db[cols.VERSIONS].find(
-            {"artifact_id": artifact_id, "version_number": {"$gt": after}},
-            {"content": 0},
-            sort=[("version_number", 1)],
-            limit=limit,
-        )
-        return await cursor.to_list()
-
-    async def version(self, version_id: str) -> Document | None:
-        return await self.db[cols.VERSIONS].find_one({"_id": version_id}, {"content": 0})
-
-    async def audits(self, version_id: str) -> list[Document]:
-        cursor = self.db[cols.AUDIT_REPORTS].find({"version_id": version_id}, sort=[("attempt", 1)])
-        return await cursor.to_list()
-
-    async def iteration_page(
-        self, campaign_id: str, after: tuple[datetime, str] | None, limit: int
-    ) -> list[Document]:
-        """Iteration logs oldest first (by submission time, then id), after a cursor."""
-        query: Document = {"campaign_id": campaign_id}
-        if after is not None:
-            at, log_id = after
-            query["$or"] = [
-                {"submitted_at": {"$gt": at}},
-                {"submitted_at": at, "_id": {"$gt": log_id}},
-            ]
-        cursor = self.db[cols.ITERATION_LOGS].find(
-            query, sort=[("submitted_at", 1), ("_id", 1)], limit=limit
-        )
-        return await cursor.to_list()
-
-    async def versions_following(
-        self, feedback_ids: list[str], version_ids: list[str]
-    ) -> list[Document]:
-        """Versions generated from these feedback events or from these versions."""
-        cursor = self.db[cols.VERSIONS].find(
-            {
-                "$or": [
-                    {"feedback_id": {"$in": feedback_ids}},
-                    {"parent_version_id": {"$in": version_ids}},
-                ]
-            },
-            {
-                "version_id": 1,
-                "version_number": 1,
-                "feedback_id": 1,
-                "parent_version_id": 1,
-                "created_at": 1,
-            },
-            sort=[("version_number", 1)],
-        )
-        return await cursor.to_list()
-
-    async def export(self, collection: str, campaign_id: str) -> AsyncIterator[Document]:
-        """Every document of a campaign in one entity collection, streamed."""
-        if collection == cols.VERSIONS:  # artifact by artifact: served by the history index
-            for artifact_id in await self._artifact_ids(campaign_id):
-                cursor = self.db[cols.VERSIONS].find(
-                    {"artifact_id": artifact_id}, sort=[("version_number", 1)]
-                )
-                async for doc in cursor:
-                    yield doc
-            return
-        key = "_id" if collection == cols.CAMPAIGNS else "campaign_id"
-        async for doc in self.db[collection].find({key: campaign_id}, sort=[("_id", 1)]):
-            yield doc
-
-    async def _artifact_ids(self, campaign_id: str) -> list[str]:
-        cursor = self.db[cols.ARTIFACTS].find(
-            {"campaign_id": campaign_id}, {"_id": 1}, sort=[("_id", 1)]
-        )
-        return [doc["_id"] for doc in await cursor.to_list()]
-
-    async def campaign_page(self, after: str, limit: int) -> list[Document]:
-        cursor = self.db[cols.CAMPAIGNS].find(
-            {"_id": {"$gt": after}, "deleted": False},
-            {"name": 1, "status": 1, "created_at": 1, "updated_at": 1, "revision": 1},
-            sort=[("_id", 1)],
-            limit=limit,
-        )
-        return await cursor.to_list()
 
 
 def version_state(doc: Document) -> VersionState:

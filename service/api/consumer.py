@@ -16,14 +16,15 @@ from pydantic import WithJsonSchema
 from service.adapters.kafka import raw_records, raw_values, tolerant_parser
 from service.adapters.mongo_store import ConcurrentUpdate, StoreUnavailable
 from service.app import telemetry
+from service.app.health import Watchdog
 from service.app.processor import BatchProcessor
-from service.schemas import inbound_batch_schema
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-# The handler receives raw values (decoding is ours); this tells AsyncAPI what they are.
-InboundBatch = Annotated[list[bytes], WithJsonSchema(inbound_batch_schema())]
+# The handler receives raw values (decoding is ours); schemas/asyncapi.json says what they
+# are (service/schemas.py), so FastStream gets no schema for them.
+InboundBatch = Annotated[list[bytes], WithJsonSchema({"type": "array"})]
 
 
 class Backoff:
@@ -51,14 +52,21 @@ async def _rewind(message: KafkaMessage) -> None:
         log.warning("rewind_skipped", error=str(error))
 
 
-def register_consumer(broker: KafkaBroker, settings: Settings, processor: BatchProcessor) -> Any:
+def register_consumer(
+    broker: KafkaBroker,
+    settings: Settings,
+    processor: BatchProcessor,
+    watchdog: Watchdog | None = None,
+) -> Any:
+    """Subscribe the batch handler; returns the subscriber (its `.consumer` once started)."""
     backoff = Backoff()
-    topics = [
-        Topic(name, num_partitions=settings.kafka_topic_partitions)
-        for name in settings.input_topics
-    ]
+    # The progress watchdog (liveness) hears of every batch begun and every batch committed.
+    watchdog = watchdog or Watchdog(settings.watchdog_stall_seconds)
+    # declare=False: FastStream never creates topics; ensure_topics (adapters/kafka.py) has
+    # created or checked all six before the subscriber starts (KAFKA_CREATE_TOPICS).
+    topics = [Topic(name, declare=False) for name in settings.input_topics]
 
-    @broker.subscriber(
+    subscriber = broker.subscriber(
         *topics,
         batch=True,
         group_id=settings.kafka_group_id,
@@ -75,8 +83,11 @@ def register_consumer(broker: KafkaBroker, settings: Settings, processor: BatchP
         "campaign id). Each batch is stored in one MongoDB transaction before its offsets "
         "are committed.",
     )
+
+    @subscriber
     async def consume(values: InboundBatch, message: KafkaMessage) -> None:
         records = raw_records(message)
+        watchdog.busy()
         try:
             result = await processor.process(records)
         except (StoreUnavailable, ConcurrentUpdate, KafkaError) as error:
@@ -97,6 +108,8 @@ def register_consumer(broker: KafkaBroker, settings: Settings, processor: BatchP
             await message.ack()
         except KafkaError as error:  # a rebalance took the partitions: they are redelivered
             log.warning("commit_failed", error=str(error))
+        else:
+            watchdog.progressed()
         log.debug(
             "batch_done",
             records=result.records,
@@ -106,4 +119,4 @@ def register_consumer(broker: KafkaBroker, settings: Settings, processor: BatchP
             rejected=result.rejected,
         )
 
-    return consume
+    return subscriber

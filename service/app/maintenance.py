@@ -38,6 +38,9 @@ class Maintenance:
         await self.expire_holds()
         await self.purge()
         telemetry.HELD_PENDING.set(await self.store.count_held())
+        oldest = await self.store.oldest_held_at()
+        age = 0.0 if oldest is None else (self.clock() - oldest).total_seconds()
+        telemetry.HELD_OLDEST_AGE.set(max(0.0, age))
 
     async def expire_holds(self) -> int:
         """Dead-letter held events whose version did not come in time (contract 5)."""

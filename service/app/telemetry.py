@@ -43,6 +43,29 @@ HELD_EXPIRED = Counter(
     "Events whose version never came within AUDIT_HOLD_SECONDS (orphan prevention incidents).",
 )
 HELD_PENDING = Gauge("ledger_held_events", "Events waiting for their version right now.")
+HELD_OLDEST_AGE = Gauge(
+    "ledger_held_oldest_age_seconds", "How long the oldest held event has waited (0: none)."
+)
+HOLD_LIMIT = Gauge(
+    "ledger_audit_hold_limit_seconds",
+    "AUDIT_HOLD_SECONDS: a held event older than this is dead-lettered (held_too_long).",
+)
+# Health (service/app/health.py): what the consumer has left and whether it moves.
+CONSUMER_LAG = Gauge(
+    "ledger_consumer_lag",
+    "Records of an assigned input partition not yet consumed (end offset - position).",
+    ["topic", "partition"],
+)
+ASSIGNED_PARTITIONS = Gauge(
+    "ledger_consumer_assigned_partitions", "Input partitions assigned to this instance."
+)
+SECONDS_SINCE_PROGRESS = Gauge(
+    "ledger_consumer_seconds_since_progress",
+    "Seconds since a batch was last committed, or since there was nothing to consume.",
+)
+CONSUMER_STALLED = Gauge(
+    "ledger_consumer_stalled", "1 while the progress watchdog fails liveness, else 0."
+)
 CAMPAIGNS_PURGED = Counter("ledger_campaigns_purged_total", "Campaigns purged after retention.")
 SNAPSHOT_READ_SECONDS = Histogram(
     "ledger_snapshot_read_seconds",
@@ -58,6 +81,19 @@ AUDIT_REPORTS_PER_CAMPAIGN = Histogram(
     "ledger_audit_reports_per_campaign",
     "Audit reports per campaign, observed at each snapshot read.",
     buckets=(0, 1, 5, 10, 50, 100, 500, 1000, 5000, 10000),
+)
+STREAM_CLIENTS = Gauge("ledger_stream_clients", "Server-Sent Event streams open now.")
+STREAM_SKIPPED = Counter(
+    "ledger_stream_skipped_total",
+    "Revisions a slow stream client skipped, going straight to a newer one of the campaign.",
+)
+STREAM_REFUSED = Counter(
+    "ledger_stream_refused_total", "Streams refused with 503 (limit reached or stopping)."
+)
+SNAPSHOT_CACHE = Counter(
+    "ledger_snapshot_cache_total",
+    "Snapshot reads answered from the in-memory feed cache (hit) or MongoDB (miss).",
+    ["result"],
 )
 
 

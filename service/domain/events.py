@@ -220,7 +220,11 @@ VERSION_BOUND = (AuditCompleted, FeedbackSubmitted, VersionApproved, VersionArch
 
 
 class CloudEventEnvelope(BaseModel):
-    """CloudEvents 1.0 structured mode; `data` is validated separately, by `type`."""
+    """A CloudEvents 1.0 event as read in either content mode; `data` is validated by `type`.
+
+    Structured mode gives this object as the record's value; binary mode gives the same
+    attributes from headers and `data` from the value (`service.domain.ingest`).
+    """
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -228,7 +232,7 @@ class CloudEventEnvelope(BaseModel):
     id: Annotated[str, StringConstraints(min_length=1, max_length=256)]
     source: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
     type: Annotated[str, StringConstraints(min_length=1)]
-    time: Timestamp
+    time: Timestamp | None = None  # optional in CloudEvents: the record's timestamp stands in
     subject: str | None = None
     datacontenttype: str | None = None
     data: JsonObject
@@ -309,6 +313,14 @@ class CampaignSnapshot(BaseModel):
     counts: SnapshotCounts
 
 
+class RejectedHeader(BaseModel):
+    """One header of a rejected record: `value` when it is UTF-8, else `value_base64`."""
+
+    name: str
+    value: str | None = None
+    value_base64: str | None = None
+
+
 class RejectedEventData(BaseModel):
     """`data` of `campaign.event.rejected` on the dead-letter topic."""
 
@@ -321,6 +333,10 @@ class RejectedEventData(BaseModel):
     value: str | None = Field(default=None, description="The original value when it is UTF-8.")
     value_base64: str | None = Field(
         default=None, description="The original value, base64, when it is not UTF-8."
+    )
+    headers: list[RejectedHeader] = Field(
+        default_factory=list,
+        description="The original record's headers, in order (binary mode's `ce_*` among them).",
     )
 
 
@@ -344,20 +360,51 @@ class EventRejectedEvent(OutboundCloudEvent):
     data: RejectedEventData
 
 
+# What `service.domain.ingest` accepts as `datacontenttype` (it also ignores letter case).
+JSON_MEDIA_TYPE = r"^(application/json|[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+\+json)\s*(;.*)?$"
+
+
+class InboundCloudEvent(BaseModel):
+    """The attributes of an inbound CloudEvent, for the documents (ingest validates them)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    specversion: Literal["1.0"]
+    id: Annotated[str, StringConstraints(min_length=1, max_length=256)]
+    source: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+    type: str
+    time: AwareDatetime | None = Field(
+        default=None,
+        description="RFC 3339 with a zone. When absent, the Kafka record's timestamp is used.",
+    )
+    subject: str | None = Field(default=None, description="When set, equal to data.campaign_id.")
+    datacontenttype: Annotated[str, StringConstraints(pattern=JSON_MEDIA_TYPE)] | None = Field(
+        default=None, description="When set, a JSON media type; data is always a JSON object."
+    )
+
+
 def inbound_event_schemas() -> dict[EventType, type[BaseModel]]:
     """One documented CloudEvent model per inbound type, for schemas and AsyncAPI."""
     models: dict[EventType, type[BaseModel]] = {}
     for event_type, data_model in DATA_MODELS.items():
-        name = "".join(part.capitalize() for part in event_type.replace("-", ".").split("."))
-        models[event_type] = _envelope_for(name, event_type, data_model)
+        models[event_type] = _envelope_for(event_type, data_model)
     return models
 
 
-def _envelope_for(name: str, event_type: EventType, data_model: type[BaseModel]) -> type[BaseModel]:
+def inbound_model_name(event_type: EventType) -> str:
+    """`campaign.run.started` -> `CampaignRunStarted`."""
+    return "".join(part.capitalize() for part in event_type.replace("-", ".").split("."))
+
+
+def _envelope_for(event_type: EventType, data_model: type[BaseModel]) -> type[BaseModel]:
     return create_model(
-        f"{name}Event",
-        __base__=OutboundCloudEvent,
+        f"{inbound_model_name(event_type)}Event",
+        __base__=InboundCloudEvent,
+        __doc__=(
+            f"A `{event_type.value}` CloudEvent. Structured mode: the Kafka record's value is "
+            "this object. Binary mode: the value is `data` alone, each other attribute is a "
+            "header `ce_<name>`, and `datacontenttype` is the header `content-type`."
+        ),
         type=(Literal[event_type.value], ...),  # type: ignore[arg-type]
-        time=(AwareDatetime, ...),
         data=(data_model, ...),
     )

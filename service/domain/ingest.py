@@ -3,6 +3,12 @@
 Pure functions: no Kafka client and no MongoDB here, so every rule about bad input is tested
 without servers. Whatever passes these checks can be stored by MongoDB as it is, which is what
 keeps one bad value from stalling a partition.
+
+Both content modes of the CloudEvents Kafka protocol binding are read (contract 1.1,
+"Transport"): a record with a `ce_specversion` header is binary mode (attributes in `ce_*`
+headers, `content-type` is `datacontenttype`, the value is `data`); any other record is
+structured mode (the value is the whole event as JSON). Both become the same envelope and go
+through the same checks, so every rule holds alike for both.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,6 +26,15 @@ from service.domain.events import DATA_MODELS, CloudEventEnvelope, Event, EventT
 MAX_NESTING = 64  # BSON allows 100 levels; the stored documents add a few of their own.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
+# The CloudEvents Kafka protocol binding's header names.
+ATTRIBUTE_PREFIX = "ce_"
+SPECVERSION_HEADER = "ce_specversion"
+CONTENT_TYPE_HEADER = "content-type"
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+Headers = tuple[tuple[str, bytes], ...]
+
 
 @dataclass(frozen=True, slots=True)
 class RawRecord:
@@ -27,6 +43,14 @@ class RawRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+    # The record's headers as sent (the bytes, not a lossy decoding), in order.
+    headers: Headers = ()
+    # The record's Kafka timestamp: the event's time when it has no `time` attribute.
+    timestamp_ms: int | None = None
+
+    @property
+    def binary_mode(self) -> bool:
+        return any(name.lower() == SPECVERSION_HEADER for name, _ in self.headers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +75,42 @@ class Rejection:
         data["value"] = text
         if text is None:
             data["value_base64"] = base64.b64encode(value).decode("ascii")
+        data["headers"] = [_header_data(name, raw) for name, raw in record.headers]
         return data
+
+
+def _header_data(name: str, raw: bytes) -> dict[str, str]:
+    text = _text_or_none(raw)
+    if text is None:
+        return {"name": name, "value_base64": base64.b64encode(raw).decode("ascii")}
+    return {"name": name, "value": text}
+
+
+def record_document(record: RawRecord) -> dict[str, Any]:
+    """A record as a plain document (bytes kept as bytes), to be stored and read back as is."""
+    return {
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+        "key": record.key,
+        "value": record.value,
+        "headers": [[name, value] for name, value in record.headers],
+        "timestamp_ms": record.timestamp_ms,
+    }
+
+
+def record_from_document(document: dict[str, Any]) -> RawRecord:
+    """The inverse of `record_document` (documents stored before headers existed read too)."""
+    key, value = document.get("key"), document.get("value")
+    return RawRecord(
+        topic=document["topic"],
+        partition=document["partition"],
+        offset=document["offset"],
+        key=bytes(key) if key is not None else None,
+        value=bytes(value) if value is not None else None,
+        headers=tuple((str(name), bytes(raw)) for name, raw in document.get("headers") or ()),
+        timestamp_ms=document.get("timestamp_ms"),
+    )
 
 
 class Reject(Exception):
@@ -71,30 +130,31 @@ def decode(record: RawRecord, max_event_bytes: int) -> Event | Rejection:
 def _decode(record: RawRecord, max_event_bytes: int) -> Event:
     value = record.value
     if value is None or not value:
-        raise Reject("empty_value", "the record has no value; expected one CloudEvent as JSON")
+        expected = "the event's data" if record.binary_mode else "one CloudEvent"
+        raise Reject("empty_value", f"the record has no value; expected {expected} as JSON")
     if len(value) > max_event_bytes:
         raise Reject(
             "too_large",
             f"the value is {len(value)} bytes, over MAX_EVENT_BYTES={max_event_bytes}",
         )
-    try:
-        value.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise Reject("not_utf8", f"the value is not UTF-8 text: {error}") from None
-    try:
-        document = json.loads(
-            value, parse_int=_int64, parse_float=_finite, parse_constant=_no_constant
-        )
-    except _TooLarge as error:
-        raise Reject("unstorable_value", str(error)) from None
-    except ValueError as error:
-        raise Reject("not_json", f"the value is not JSON: {error}") from None
-    if not isinstance(document, dict):
-        raise Reject("not_cloudevent", "the value is JSON but not an object; expected a CloudEvent")
+    attributes = _binary_attributes(record) if record.binary_mode else None
+    if attributes is not None:
+        # Checked before the value is parsed: a non-JSON payload is refused for its type.
+        _check_content_type(attributes.get("datacontenttype"))
+        attributes["data"] = _parse_json(value)
+        document = attributes
+    else:
+        document = _parse_json(value)
+        if not isinstance(document, dict):
+            raise Reject(
+                "not_cloudevent", "the value is JSON but not an object; expected a CloudEvent"
+            )
     try:
         envelope = CloudEventEnvelope.model_validate(document)
     except ValidationError as error:
         raise Reject("not_cloudevent", _explain(error, "")) from None
+    if attributes is None:
+        _check_content_type(envelope.datacontenttype)
     try:
         event_type = EventType(envelope.type)
     except ValueError:
@@ -112,8 +172,74 @@ def _decode(record: RawRecord, max_event_bytes: int) -> Event:
         raise Reject("invalid_data", _explain(error, "data.")) from None
     _check_campaign(record, envelope, data.campaign_id)
     return Event(
-        source=envelope.source, id=envelope.id, type=event_type, time=envelope.time, data=data
+        source=envelope.source,
+        id=envelope.id,
+        type=event_type,
+        time=envelope.time or _record_time(record),
+        data=data,
     )
+
+
+def _parse_json(value: bytes) -> Any:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise Reject("not_utf8", f"the value is not UTF-8 text: {error}") from None
+    try:
+        return json.loads(value, parse_int=_int64, parse_float=_finite, parse_constant=_no_constant)
+    except _TooLarge as error:
+        raise Reject("unstorable_value", str(error)) from None
+    except ValueError as error:
+        raise Reject("not_json", f"the value is not JSON: {error}") from None
+
+
+def _binary_attributes(record: RawRecord) -> dict[str, Any]:
+    """The context attributes of a binary-mode record, from its `ce_*` and `content-type`."""
+    attributes: dict[str, Any] = {}
+    for raw_name, raw_value in record.headers:
+        name = raw_name.lower()
+        if name == CONTENT_TYPE_HEADER:
+            attribute = "datacontenttype"
+        elif name.startswith(ATTRIBUTE_PREFIX) and len(name) > len(ATTRIBUTE_PREFIX):
+            attribute = name[len(ATTRIBUTE_PREFIX) :]
+        else:
+            continue  # not a CloudEvents header: tracing, replay provenance and the like
+        try:
+            text = raw_value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Reject("not_cloudevent", f"header {raw_name!r} is not UTF-8 text") from None
+        if attribute in attributes:
+            # Two values for one attribute: neither can be trusted to be the one meant.
+            raise Reject("not_cloudevent", f"header {raw_name!r} appears more than once")
+        attributes[attribute] = text
+    if attributes.get("specversion") != "1.0":
+        raise Reject(
+            "not_cloudevent",
+            f"header {SPECVERSION_HEADER} is {attributes.get('specversion')!r}; expected '1.0'",
+        )
+    return attributes
+
+
+def _check_content_type(content_type: str | None) -> None:
+    """`datacontenttype`, when set, must say JSON: application/json or a `+json` suffix."""
+    if content_type is None:
+        return
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    kind, _, subtype = media_type.partition("/")
+    if media_type == "application/json" or (kind and subtype.endswith("+json")):
+        return
+    raise Reject(
+        "invalid_data",
+        f"datacontenttype {content_type!r} is not JSON; expected application/json "
+        "or a +json media type",
+    )
+
+
+def _record_time(record: RawRecord) -> datetime:
+    # Kafka gives -1 when a record carries no timestamp (pre-0.10 message format).
+    if record.timestamp_ms is None or record.timestamp_ms < 0:
+        raise Reject("not_cloudevent", "time: absent, and the record has no timestamp to use")
+    return EPOCH + timedelta(milliseconds=record.timestamp_ms)
 
 
 class _TooLarge(ValueError):

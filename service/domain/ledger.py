@@ -98,13 +98,18 @@ class SemanticRejection:
 
 
 class Missing(Exception):
-    """The view lacks what the rules need; `kind` and `key` say what to load."""
+    """The view lacks what the rules need; `kind` and `key` say what to load.
 
-    def __init__(self, kind: str, key: str, limit: int = 0) -> None:
+    `campaign_id`, when known, is the campaign the key belongs to: the store's query then
+    carries the shard key.
+    """
+
+    def __init__(self, kind: str, key: str, limit: int = 0, campaign_id: str = "") -> None:
         super().__init__(f"{kind}:{key}")
         self.kind = kind
         self.key = key
         self.limit = limit
+        self.campaign_id = campaign_id
 
 
 @dataclass
@@ -155,10 +160,10 @@ class View:
             raise Missing("held", version_id)
         return self.held[version_id]
 
-    def unarchived_top(self, artifact_id: str, limit: int) -> list[VersionState]:
+    def unarchived_top(self, campaign_id: str, artifact_id: str, limit: int) -> list[VersionState]:
         loaded = self.unarchived.get(artifact_id)
         if loaded is None or loaded[1] < limit:
-            raise Missing("unarchived", artifact_id, limit)
+            raise Missing("unarchived", artifact_id, limit, campaign_id)
         return loaded[0]
 
 
@@ -555,16 +560,20 @@ class _Batch:
         campaign.counts.archived_versions += 1
         artifact = campaign.artifacts[version.artifact_id]
         if artifact.active is not None and artifact.active.version_id == version.version_id:
-            successor = self._highest_unarchived(version.artifact_id, version.version_number)
+            successor = self._highest_unarchived(
+                campaign.campaign_id, version.artifact_id, version.version_number
+            )
             artifact.active = successor.summary() if successor else None
         self.dirty_artifacts.add((campaign.campaign_id, version.artifact_id))
         return True
 
-    def _highest_unarchived(self, artifact_id: str, below: int) -> VersionState | None:
+    def _highest_unarchived(
+        self, campaign_id: str, artifact_id: str, below: int
+    ) -> VersionState | None:
         """The highest version under `below` that is not archived, stored or new."""
         # Of the stored unarchived versions, at most those archived in this batch are out:
         # one more than that many always holds the answer, if there is one.
-        stored = self.view.unarchived_top(artifact_id, len(self.archived_here) + 1)
+        stored = self.view.unarchived_top(campaign_id, artifact_id, len(self.archived_here) + 1)
         candidates = [
             self.versions.get(v.version_id, v)
             for v in stored

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -209,10 +210,51 @@ def test_not_cloudevent_when_not_an_object(value: bytes) -> None:
     rejected(record(value, key="c-1"), "not_cloudevent")
 
 
-@pytest.mark.parametrize("name", ["specversion", "id", "source", "type", "time", "data"])
+@pytest.mark.parametrize("name", ["specversion", "id", "source", "type", "data"])
 def test_not_cloudevent_when_an_attribute_is_missing(name: str) -> None:
     rejection = rejected(record(without(artifact_event(), name), key="c-1"), "not_cloudevent")
     assert name in rejection.detail
+
+
+def test_without_time_the_record_timestamp_is_the_event_time() -> None:
+    raw = dataclasses.replace(
+        record(without(artifact_event(), "time")), timestamp_ms=1_740_830_400_123
+    )
+    assert decoded(raw).time == datetime(2025, 3, 1, 12, 0, 0, 123000, tzinfo=UTC)
+
+
+def test_time_wins_over_the_record_timestamp() -> None:
+    raw = dataclasses.replace(record(artifact_event()), timestamp_ms=1)
+    assert decoded(raw).time == datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("timestamp_ms", [None, -1])
+def test_without_time_nor_record_timestamp_it_is_not_a_cloudevent(timestamp_ms: int | None) -> None:
+    raw = dataclasses.replace(record(without(artifact_event(), "time")), timestamp_ms=timestamp_ms)
+    rejection = rejected(raw, "not_cloudevent")
+    assert "time" in rejection.detail
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/json",
+        "application/json; charset=utf-8",
+        "Application/JSON",
+        "application/cloudevents+json",
+        "application/vnd.acme.campaign+json",
+    ],
+)
+def test_a_json_datacontenttype_is_accepted(content_type: str) -> None:
+    decoded(record(artifact_event(datacontenttype=content_type)))
+
+
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/xml", "application/jsonx", "json", ""]
+)
+def test_a_datacontenttype_that_is_not_json_is_invalid_data(content_type: str) -> None:
+    rejection = rejected(record(artifact_event(datacontenttype=content_type)), "invalid_data")
+    assert "datacontenttype" in rejection.detail
 
 
 @pytest.mark.parametrize(
@@ -376,6 +418,7 @@ def test_rejection_data_carries_the_utf8_value_as_text() -> None:
         "offset": 41,
         "key": "c-1",
         "value": "not json",
+        "headers": [],
     }
     assert "value_base64" not in data
 

@@ -1,0 +1,742 @@
+"""`make bench-compare`: campaign-ledger beside the official MongoDB Kafka sink connector and
+the raw database ceiling, on one broker, one database and the same events (issue 9).
+
+1. Pre-produces 20,000 `campaign.artifact.generated` events (200 campaigns x 100 versions,
+   about 430 bytes, 6 partitions, keyed by campaign) once.
+2. Alternates rounds; in each, every system drains those events into an empty database:
+   - campaign-ledger: `campaign-ledger serve` as a process (SNAPSHOT_PUBLICATION=every, and
+     `latest` beside it), done when its consumer group has committed every offset;
+   - the MongoDB Kafka sink connector on Kafka Connect standalone (one task, unordered bulk
+     writes of 500, replace by `_id`), done when every event is a document;
+   - the raw ceiling (bench/ceiling.py): unordered bulk upserts of 500 version documents into
+     a collection with the service's validator and indexes, one transaction per bulk, and
+     the same without transactions.
+   The drain rate counts from the first event stored to the last one done, so start-up
+   (JVM, imports, group join) is left out for every system alike. CPU per event comes from
+   /proc over the same window, for the system's own process, the database and the broker.
+3. Latency: the service alone, events at a steady 100 and 300 events/s, from the moment an
+   event is handed to the producer to the moment the snapshot revision it made (or a later
+   one) is read from the snapshot topic.
+4. `--fill`: drain rate and RSS after 1,000,000 stored events against an empty database,
+   with the raw ceiling at the same fill beside it (tens of minutes).
+
+Servers: its own Kafka and SecantusDB (--sync-on-commit) from dev/stack.py, unless
+KAFKA_BOOTSTRAP_SERVERS and MONGODB_URI name others (then pass --db-pid/--broker-pid to
+count their CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.metadata
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from pymongo import AsyncMongoClient
+
+from bench.__main__ import Child
+from bench.events import artifact_events, campaign_ids
+from dev import stack
+
+REPO = Path(__file__).resolve().parent.parent
+CONNECT_POM = REPO / "bench" / "connect" / "pom.xml"
+CONNECT_LIB = REPO / ".cache" / "connect" / "lib"
+PARTITIONS = 6
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+POLL = 0.25
+
+Document = dict[str, Any]
+
+
+# ---- processes and /proc
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU of a process and everything in its process group (its children)."""
+    if pid is None:
+        return 0.0
+    total = 0.0
+    try:
+        group = os.getpgid(pid)
+    except ProcessLookupError:
+        return 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # after the name: state ppid pgrp ... utime(14th field overall) stime(15th)
+        if int(entry) == pid or int(fields[2]) == group:
+            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+    return total
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@dataclass
+class Pids:
+    database: int | None
+    broker: int | None
+
+    def sample(self, own: int | None) -> tuple[float, float, float]:
+        return cpu_seconds(own), cpu_seconds(self.database), cpu_seconds(self.broker)
+
+
+@dataclass
+class Drain:
+    system: str
+    events: int
+    seconds: float
+    cpu: tuple[float, float, float]  # own, database, broker (seconds over the window)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+    def per_event_us(self, which: int) -> float:
+        return self.cpu[which] / self.events * 1e6
+
+
+# ---- Kafka
+
+
+async def create_topics(kafka: str, names: list[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, PARTITIONS, 1) for name in names])
+    finally:
+        await admin.close()
+
+
+async def produce_all(kafka: str, topic: str, records: list[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka, acks="all", linger_ms=20, max_batch_size=256 * 1024
+    )
+    await producer.start()
+    try:
+        pending = [await producer.send(topic, value, key=key) for key, value in records]
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+async def end_offsets(kafka: str, topic: str) -> dict[TopicPartition, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(PARTITIONS)]
+        return dict(await consumer.end_offsets(partitions))
+    finally:
+        await consumer.stop()
+
+
+async def committed(admin: AIOKafkaAdminClient, group: str) -> dict[TopicPartition, int]:
+    offsets = await admin.list_consumer_group_offsets(group)
+    return {tp: meta.offset for tp, meta in offsets.items()}
+
+
+# ---- the drain window
+
+
+async def watch_drain(
+    system: str,
+    total: int,
+    *,
+    progress: Callable[[], Any],
+    done: Callable[[], Any],
+    own_pid: Callable[[], int | None],
+    pids: Pids,
+    timeout: float = 1800,
+) -> Drain:
+    """Poll until `done()`. The window opens at the last sample where nothing was stored yet,
+    so start-up (JVM, imports, joining the group) stays out of it for every system alike."""
+    deadline = time.monotonic() + timeout
+    before: tuple[float, tuple[float, float, float]] | None = None
+    while time.monotonic() < deadline:
+        now = time.perf_counter()
+        stored = await progress()
+        sample = pids.sample(own_pid())
+        if stored <= 0:
+            before = (now, sample)
+        elif before is None:
+            raise SystemExit(f"{system}: events were stored before the first sample")
+        elif stored >= total and await done():
+            seconds = time.perf_counter() - before[0]
+            cpu = tuple(b - a for a, b in zip(before[1], pids.sample(own_pid()), strict=True))
+            return Drain(system, total, seconds, cpu)  # type: ignore[arg-type]
+        await asyncio.sleep(POLL)
+    raise SystemExit(f"{system}: not drained within {timeout:.0f}s")
+
+
+async def count(mongo: str, database: str, collection: str) -> int:
+    client: AsyncMongoClient[Document] = AsyncMongoClient(mongo)
+    try:
+        return await client[database][collection].estimated_document_count()
+    finally:
+        await client.close()
+
+
+# ---- the systems
+
+
+@dataclass
+class Bench:
+    kafka: str
+    mongo: str
+    pids: Pids
+    topic: str
+    total: int
+    tag: str
+    campaigns: int
+    versions: int
+    tmp: Path
+
+    async def service(self, publication: str, env: dict[str, str] | None = None) -> Drain:
+        child = await service_child(self.kafka, self.mongo)
+        database = child.env["MONGODB_DATABASE"]
+        child.env.update(
+            {
+                "TOPIC_ARTIFACT_GENERATED": self.topic,
+                "SNAPSHOT_PUBLICATION": publication,
+                "KAFKA_TOPIC_PARTITIONS": str(PARTITIONS),
+                **(env or {}),
+            }
+        )
+        group = child.env["KAFKA_GROUP_ID"]
+        ends = await end_offsets(self.kafka, self.topic)
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka)
+        await admin.start()
+
+        async def progress() -> int:
+            return await count(self.mongo, database, "versions")
+
+        async def done() -> bool:
+            offsets = await committed(admin, group)
+            return all(offsets.get(tp, -1) >= end for tp, end in ends.items())
+
+        try:
+            waiter = asyncio.create_task(
+                watch_drain(
+                    f"campaign-ledger ({publication})",
+                    self.total,
+                    progress=progress,
+                    done=done,
+                    own_pid=lambda: child.process.pid if child.process else None,
+                    pids=self.pids,
+                )
+            )
+            await child.start()
+            drain = await waiter
+            assert child.process is not None
+            drain.extra["rss_mb"] = rss_mb(child.process.pid)
+            return drain
+        finally:
+            child.stop()
+            await admin.close()
+            await drop(self.mongo, database)
+
+    async def connector(self) -> Drain:
+        name = f"sink-{uuid.uuid4().hex[:8]}"
+        database = f"connect_{name[5:]}"
+        workdir = self.tmp / name
+        workdir.mkdir()
+        worker = workdir / "worker.properties"
+        worker.write_text(
+            "\n".join(
+                [
+                    f"bootstrap.servers={self.kafka}",
+                    "key.converter=org.apache.kafka.connect.storage.StringConverter",
+                    "value.converter=org.apache.kafka.connect.json.JsonConverter",
+                    "value.converter.schemas.enable=false",
+                    f"offset.storage.file.filename={workdir / 'offsets'}",
+                    "offset.flush.interval.ms=1000",
+                    "listeners=http://127.0.0.1:0",
+                    "consumer.max.poll.records=500",
+                    "consumer.auto.offset.reset=earliest",
+                    "plugin.discovery=only_scan",
+                ]
+            )
+            + "\n"
+        )
+        sink = workdir / "sink.properties"
+        sink.write_text(
+            "\n".join(
+                [
+                    f"name={name}",
+                    "connector.class=com.mongodb.kafka.connect.MongoSinkConnector",
+                    "tasks.max=1",
+                    f"topics={self.topic}",
+                    f"connection.uri={self.mongo}",
+                    f"database={database}",
+                    "collection=events",
+                    "max.batch.size=500",
+                    "bulk.write.ordered=false",
+                    # replace by _id: the CloudEvent's id (a string, as the service's ids)
+                    # becomes the document's _id
+                    "transforms=id",
+                    "transforms.id.type=org.apache.kafka.connect.transforms.ReplaceField$Value",
+                    "transforms.id.renames=id:_id",
+                    "document.id.strategy="
+                    "com.mongodb.kafka.connect.sink.processor.id.strategy.ProvidedInValueStrategy",
+                    "writemodel.strategy="
+                    "com.mongodb.kafka.connect.sink.writemodel.strategy.ReplaceOneDefaultStrategy",
+                ]
+            )
+            + "\n"
+        )
+        log = (workdir / "connect.log").open("wb")
+        process = subprocess.Popen(  # noqa: ASYNC220, S603 - our own command line
+            [
+                stack.find_java(),
+                "-Xms256m",
+                "-Xmx1g",
+                f"-Dlog4j2.configurationFile={stack.KAFKA_LOG4J2_CONFIG}",
+                "-cp",
+                f"{CONNECT_LIB}/*",
+                "org.apache.kafka.connect.cli.ConnectStandalone",
+                str(worker),
+                str(sink),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+        async def progress() -> int:
+            if process.poll() is not None:
+                raise SystemExit(f"Kafka Connect exited; see {workdir / 'connect.log'}")
+            return await count(self.mongo, database, "events")
+
+        async def done() -> bool:
+            return True
+
+        try:
+            drain = await watch_drain(
+                "MongoDB sink connector",
+                self.total,
+                progress=progress,
+                done=done,
+                own_pid=lambda: process.pid,
+                pids=self.pids,
+            )
+            drain.extra["rss_mb"] = rss_mb(process.pid)
+            return drain
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            log.close()
+            await drop(self.mongo, database)
+
+    async def ceiling(self, *, transaction: bool, offset: int = 0, database: str = "") -> Drain:
+        database = database or f"ceiling_{uuid.uuid4().hex[:8]}"
+        args = [
+            sys.executable,
+            "-m",
+            "bench.ceiling",
+            "--uri",
+            self.mongo,
+            "--database",
+            database,
+            "--tag",
+            self.tag,
+            "--campaigns",
+            str(self.campaigns),
+            "--versions",
+            str(self.versions),
+            "--offset",
+            str(offset),
+        ]
+        if not transaction:
+            args.append("--no-transaction")
+        before = self.pids.sample(None)
+        process = await asyncio.create_subprocess_exec(*args, stdout=subprocess.PIPE, cwd=REPO)
+        out, _ = await process.communicate()
+        after = self.pids.sample(None)
+        if process.returncode != 0:
+            raise SystemExit("bench.ceiling failed")
+        result = orjson.loads(out.splitlines()[-1])
+        cpu = (result["cpu"], after[1] - before[1], after[2] - before[2])
+        name = "raw ceiling" + ("" if transaction else ", no transactions")
+        return Drain(name, result["documents"], result["seconds"], cpu)
+
+
+async def service_child(kafka: str, mongo: str) -> Child:
+    """`campaign-ledger serve` with its own topics, created beforehand with equal partitions."""
+    child = Child(kafka, mongo)
+    await create_topics(kafka, list(child.topics.values()))
+    return child
+
+
+async def drop(mongo: str, database: str) -> None:
+    client: AsyncMongoClient[Document] = AsyncMongoClient(mongo)
+    try:
+        await client.drop_database(database)
+    finally:
+        await client.close()
+
+
+# ---- latency
+
+
+async def latency(bench: Bench, rate: float, seconds: float, publication: str) -> dict[str, float]:
+    """Event handed to the producer -> its revision (or a later one) read from the topic."""
+    tag = f"lat-{uuid.uuid4().hex[:6]}"
+    total = int(rate * seconds)
+    campaigns = 50
+    records = artifact_events(tag, campaigns, -(-total // campaigns))[:total]
+    topic = f"{tag}.artifact"
+    await create_topics(bench.kafka, [topic])
+    child = await service_child(bench.kafka, bench.mongo)
+    child.env.update(
+        {
+            "TOPIC_ARTIFACT_GENERATED": topic,
+            "SNAPSHOT_PUBLICATION": publication,
+            "KAFKA_TOPIC_PARTITIONS": str(PARTITIONS),
+        }
+    )
+    await child.start()
+    reader = AIOKafkaConsumer(bootstrap_servers=bench.kafka, fetch_max_wait_ms=5)
+    sent: dict[str, list[float]] = {c: [] for c in campaign_ids(tag, campaigns)}
+    arrived: dict[str, list[tuple[int, float]]] = {c: [] for c in sent}
+    try:
+        await reader.start()
+        snapshot_topic = child.topics["snapshot"]
+        while not reader.partitions_for_topic(snapshot_topic):
+            await reader._client.force_metadata_update()
+            await asyncio.sleep(0.1)
+        reader.assign([TopicPartition(snapshot_topic, p) for p in range(PARTITIONS)])
+        await reader.seek_to_beginning()
+
+        async def read() -> None:
+            while True:
+                for batch in (await reader.getmany(timeout_ms=50)).values():
+                    now = time.perf_counter()
+                    for record in batch:
+                        data = orjson.loads(record.value)["data"]
+                        arrived[data["campaign_id"]].append((data["revision"], now))
+
+        reading = asyncio.create_task(read())
+        producer = AIOKafkaProducer(bootstrap_servers=bench.kafka, acks="all", linger_ms=0)
+        await producer.start()
+        started = time.perf_counter()
+        for index, (key, value) in enumerate(records):
+            due = started + index / rate
+            if (delay := due - time.perf_counter()) > 0:
+                await asyncio.sleep(delay)
+            sent[key.decode()].append(time.perf_counter())
+            await producer.send(topic, value, key=key)
+        await producer.flush()
+        await producer.stop()
+        deadline = time.monotonic() + 120
+        while any(
+            not arrived[c] or max(r for r, _ in arrived[c]) < len(sent[c]) for c in sent if sent[c]
+        ):
+            if time.monotonic() > deadline:
+                raise SystemExit("latency run: snapshots missing after 120 s")
+            await asyncio.sleep(0.1)
+        reading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reading
+    finally:
+        await reader.stop()
+        child.stop()
+        await drop(bench.mongo, child.env["MONGODB_DATABASE"])
+    return percentiles(sent, arrived)
+
+
+def percentiles(
+    sent: dict[str, list[float]], arrived: dict[str, list[tuple[int, float]]]
+) -> dict[str, float]:
+    """Per event: the first published revision at or past the one it made, minus its send."""
+    delays = []
+    for campaign, times in sent.items():
+        seen = sorted(arrived[campaign], key=lambda item: item[1])
+        for revision, at in enumerate(times, start=1):
+            first = next(t for r, t in seen if r >= revision)
+            delays.append((first - at) * 1000)
+    delays.sort()
+    return {
+        "events": len(delays),
+        "p50": statistics.median(delays),
+        "p99": delays[min(len(delays) - 1, int(len(delays) * 0.99))],
+        "max": delays[-1],
+    }
+
+
+# ---- reporting
+
+
+def versions_line(kafka_version: str) -> str:
+    java = subprocess.run(  # noqa: S603 - the JDK dev/stack.py runs
+        [stack.find_java(), "-version"], capture_output=True, text=True, check=False
+    ).stderr.splitlines()[0]
+    packages = ("campaign-ledger", "SecantusDB", "pymongo", "aiokafka", "faststream")
+    found = []
+    for name in packages:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            found.append(f"{name} {importlib.metadata.version(name)}")
+    return (
+        f"versions: Kafka {kafka_version} (broker and Connect), mongo-kafka-connect "
+        f"{connector_version()}, {', '.join(found)}, Python {platform.python_version()}, {java}"
+    )
+
+
+def pom_property(name: str) -> str:
+    text = CONNECT_POM.read_text()
+    return text.split(f"<{name}>", 1)[1].split("<", 1)[0]
+
+
+def connector_version() -> str:
+    return pom_property("mongo.connector.version")
+
+
+def report(drains: list[Drain]) -> None:
+    by_system: dict[str, list[Drain]] = {}
+    for drain in drains:
+        by_system.setdefault(drain.system, []).append(drain)
+    medians = {s: statistics.median(d.rate for d in ds) for s, ds in by_system.items()}
+    print(
+        f"\n{'system':<44} {'events/s min/median/max':>26} "
+        f"{'own µs/ev':>10} {'db µs/ev':>9} {'broker µs/ev':>13}"
+    )
+    for system, runs in by_system.items():
+        rates = sorted(d.rate for d in runs)
+        own = statistics.median(d.per_event_us(0) for d in runs)
+        db = statistics.median(d.per_event_us(1) for d in runs)
+        broker = statistics.median(d.per_event_us(2) for d in runs)
+        print(
+            f"{system:<44} {rates[0]:>8,.0f} / {medians[system]:>6,.0f} / {rates[-1]:>6,.0f} "
+            f"{own:>10,.0f} {db:>9,.0f} {broker:>13,.0f}"
+        )
+    connector = medians.get("MongoDB sink connector")
+    ceiling = medians.get("raw ceiling")
+    for system, rate in medians.items():
+        if system.startswith("campaign-ledger"):
+            parts = []
+            if connector:
+                parts.append(f"{rate / connector:.2f}x the connector")
+            if ceiling:
+                parts.append(f"{rate / ceiling:.0%} of the raw transactional ceiling")
+            print(f"{system}: {', '.join(parts)}")
+    for system, runs in by_system.items():
+        rss = [d.extra["rss_mb"] for d in runs if "rss_mb" in d.extra]
+        if rss:
+            print(f"{system}: RSS at the end {statistics.median(rss):.0f} MB")
+
+
+# ---- main
+
+
+@contextlib.contextmanager
+def servers(tmp: Path) -> Iterator[tuple[str, str, Pids]]:
+    kafka = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    mongo = os.environ.get("MONGODB_URI")
+    with contextlib.ExitStack() as stop:
+        broker_pid = db_pid = None
+        if not kafka:
+            port, controller = stack.free_ports(2)
+            server = stack.KafkaServer(
+                tmp / "kafka", port=port, controller_port=controller, die_with_parent=True
+            )
+            stop.enter_context(server)
+            kafka, broker_pid = server.bootstrap_servers, server.pid
+        if not mongo:
+            mongo_server = stack.MongoServer(
+                tmp / "mongo", port=stack.free_port(), sync_on_commit=True, die_with_parent=True
+            )
+            stop.enter_context(mongo_server)
+            mongo, db_pid = mongo_server.uri, mongo_server.pid
+        yield kafka, mongo, Pids(db_pid, broker_pid)
+
+
+async def run(args: argparse.Namespace) -> None:
+    stack.ensure_kafka_jars(CONNECT_LIB, CONNECT_POM)
+    with (
+        tempfile.TemporaryDirectory(prefix="ledger-compare-", dir=args.workdir) as tmp,
+        servers(Path(tmp)) as (kafka, mongo, pids),
+    ):
+        if args.db_pid:
+            pids.database = args.db_pid
+        if args.broker_pid:
+            pids.broker = args.broker_pid
+        print(versions_line(pom_property("kafka.version")))
+        print(f"servers: kafka {kafka}, mongodb {mongo.split('@')[-1]} (sync on commit)")
+        tag = f"cmp-{uuid.uuid4().hex[:6]}"
+        topic = f"{tag}.artifact"
+        await create_topics(kafka, [topic])
+        records = artifact_events(tag, args.campaigns, args.versions)
+        sizes = [len(v) for _, v in records]
+        await produce_all(kafka, topic, records)
+        print(
+            f"events: {len(records):,} artifact events pre-produced ({args.campaigns} campaigns "
+            f"x {args.versions} versions, {statistics.mean(sizes):.0f} bytes on average, "
+            f"{PARTITIONS} partitions)",
+            flush=True,
+        )
+        bench = Bench(
+            kafka,
+            mongo,
+            pids,
+            topic,
+            len(records),
+            tag,
+            args.campaigns,
+            args.versions,
+            Path(tmp),
+        )
+        systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+        drains: list[Drain] = []
+        for round_ in range(1, args.rounds + 1):
+            for system in systems:
+                if system == "service":
+                    drain = await bench.service("every")
+                elif system == "latest":
+                    drain = await bench.service("latest")
+                elif system == "connector":
+                    drain = await bench.connector()
+                elif system == "ceiling":
+                    drain = await bench.ceiling(transaction=True)
+                elif system == "ceiling-notx":
+                    drain = await bench.ceiling(transaction=False)
+                else:
+                    raise SystemExit(f"unknown system {system}")
+                drains.append(drain)
+                print(
+                    f"round {round_}: {drain.system:<40} {drain.rate:>7,.0f} events/s "
+                    f"({drain.events:,} in {drain.seconds:.1f}s; CPU µs/event own "
+                    f"{drain.per_event_us(0):,.0f}, database {drain.per_event_us(1):,.0f}, "
+                    f"broker {drain.per_event_us(2):,.0f})",
+                    flush=True,
+                )
+        if drains:
+            report(drains)
+        for rate in args.latency_rates:
+            for publication in args.latency_publication:
+                result = await latency(bench, rate, args.latency_seconds, publication)
+                print(
+                    f"latency at {rate:.0f} events/s ({publication}, {result['events']:,} "
+                    f"events): p50 {result['p50']:.0f} ms, p99 {result['p99']:.0f} ms, "
+                    f"max {result['max']:.0f} ms",
+                    flush=True,
+                )
+        if args.fill:
+            await fill(bench, args.fill)
+
+
+async def fill(bench: Bench, target: int) -> None:
+    """Drain rate and RSS as the database fills, with the raw ceiling at the same fill."""
+    child = await service_child(bench.kafka, bench.mongo)
+    database = child.env["MONGODB_DATABASE"]
+    ceiling_db = f"ceiling_fill_{uuid.uuid4().hex[:6]}"
+    tag = f"fill-{uuid.uuid4().hex[:6]}"
+    topic = f"{tag}.artifact"
+    await create_topics(bench.kafka, [topic])
+    child.env.update(
+        {
+            "TOPIC_ARTIFACT_GENERATED": topic,
+            "SNAPSHOT_PUBLICATION": "every",
+            "KAFKA_TOPIC_PARTITIONS": str(PARTITIONS),
+        }
+    )
+    group = child.env["KAFKA_GROUP_ID"]
+    admin = AIOKafkaAdminClient(bootstrap_servers=bench.kafka)
+    await admin.start()
+    await child.start()
+    assert child.process is not None
+    pid = child.process.pid
+    stored = 0
+    step = bench.campaigns * bench.versions
+    checkpoints = {step, 100_000, target}
+    try:
+        while stored < target:
+            versions = bench.versions
+            records = artifact_events(
+                tag, bench.campaigns, versions, first_version=stored // bench.campaigns + 1
+            )
+            await produce_all(bench.kafka, topic, records)
+            ends = await end_offsets(bench.kafka, topic)
+
+            async def progress(base: int = stored) -> int:
+                return await count(bench.mongo, database, "versions") - base
+
+            async def done(ends: dict[TopicPartition, int] = ends) -> bool:
+                offsets = await committed(admin, group)
+                return all(offsets.get(tp, -1) >= end for tp, end in ends.items())
+
+            drain = await watch_drain(
+                "fill",
+                len(records),
+                progress=progress,
+                done=done,
+                own_pid=lambda: pid,
+                pids=bench.pids,
+            )
+            ceiling = await bench.ceiling(
+                transaction=True, offset=stored // bench.campaigns, database=ceiling_db
+            )
+            stored += len(records)
+            if stored in checkpoints or stored % 100_000 == 0:
+                print(
+                    f"fill: {stored:>9,} stored: service {drain.rate:,.0f} events/s, raw ceiling "
+                    f"{ceiling.rate:,.0f} docs/s, service RSS {rss_mb(pid):.0f} MB",
+                    flush=True,
+                )
+    finally:
+        child.stop()
+        await admin.close()
+        await drop(bench.mongo, database)
+        await drop(bench.mongo, ceiling_db)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="make bench-compare")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--systems",
+        default="service,latest,connector,ceiling,ceiling-notx",
+        help="comma-separated: service (every), latest, connector, ceiling, ceiling-notx",
+    )
+    parser.add_argument("--campaigns", type=int, default=200)
+    parser.add_argument("--versions", type=int, default=100, help="per campaign")
+    parser.add_argument("--latency-rates", type=float, nargs="*", default=[100.0, 300.0])
+    parser.add_argument("--latency-seconds", type=float, default=30.0)
+    parser.add_argument("--latency-publication", nargs="*", default=["every"])
+    parser.add_argument(
+        "--fill", type=int, nargs="?", const=1_000_000, default=0, help="fill run to N events"
+    )
+    parser.add_argument("--workdir", help="where the servers' data and logs go (default /tmp)")
+    parser.add_argument("--db-pid", type=int, help="the database's pid, for external servers")
+    parser.add_argument("--broker-pid", type=int, help="the broker's pid, for external servers")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""MongoDB for `campaign-ledger import`: read what is stored, write the restored campaign.
+
+Writes go through the batch's own `Transaction.write` (entity inserts, processed-event marks,
+the snapshot's compare-and-set, the outbox), so an import stores a campaign exactly the way
+the consumer does, in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from service.adapters import mongo_schema as cols
+from service.adapters.mongo_store import MongoStore, OutboxEntry, Transaction
+from service.app.restore import Export, Plan, RestoreTransaction, Stored
+from service.domain.ledger import Changes, View
+
+Document = dict[str, Any]
+T = TypeVar("T")
+_ID_CHUNK = 1000
+
+# The stored times of each entity collection, which the export writes as RFC 3339 text.
+DATE_FIELDS: dict[str, tuple[str, ...]] = {
+    cols.CAMPAIGNS: ("created_at", "updated_at", "deleted_at"),
+    cols.ARTIFACTS: ("created_at", "updated_at"),
+    cols.VERSIONS: ("created_at", "approved_at", "archived_at", "source_event.time"),
+    cols.AUDIT_REPORTS: ("completed_at", "source_event.time"),
+    cols.ITERATION_LOGS: ("submitted_at", "source_event.time"),
+    cols.RUNS: ("started_at", "completed_at"),
+}
+
+
+def stored_form(collection: str, doc: Document) -> Document:
+    """An exported document as it is stored: its times as dates again (nothing else differs)."""
+    stored = dict(doc)
+    for path in DATE_FIELDS[collection]:
+        head, _, leaf = path.partition(".")
+        if leaf:
+            if isinstance(inner := stored.get(head), dict):
+                stored[head] = inner = dict(inner)
+                _to_date(inner, leaf)
+        else:
+            _to_date(stored, head)
+    return stored
+
+
+def _to_date(doc: Document, name: str) -> None:
+    if isinstance(value := doc.get(name), str):
+        doc[name] = datetime.fromisoformat(value)
+
+
+class MongoRestoreTransaction(RestoreTransaction):
+    def __init__(self, tx: Transaction) -> None:
+        self.tx = tx
+        self.view = View()
+
+    async def read(self, export: Export) -> Stored:
+        tx, campaign_id = self.tx, export.campaign_id
+        documents: dict[str, dict[str, Document]] = {}
+        for collection in cols.ENTITY_COLLECTIONS:
+            ids = [doc["_id"] for doc in export.documents[collection]]
+            found: dict[str, Document] = {}
+            for start in range(0, len(ids), _ID_CHUNK):
+                cursor = tx.db[collection].find(
+                    {"_id": {"$in": ids[start : start + _ID_CHUNK]}}, session=tx.session
+                )
+                found.update((doc["_id"], doc) for doc in await cursor.to_list())
+            documents[collection] = found
+        # Marks and the stored campaign state as the consumer reads them.
+        await tx.load(self.view, {"processed": set(export.event_keys()), "campaign": {campaign_id}})
+        snapshot = await tx.db[cols.SNAPSHOTS].find_one(
+            {"_id": campaign_id},
+            {"revision": 1, "tombstone": 1, "purge_pending": 1, "imported_from_revision": 1},
+            session=tx.session,
+        )
+        versions = [doc["_id"] for doc in export.documents[cols.VERSIONS]]
+        held = await tx.db[cols.HELD_EVENTS].count_documents(
+            {"version_id": {"$in": versions}, "expired": {"$ne": True}}, session=tx.session
+        )
+        return Stored(
+            documents=documents,
+            marked=frozenset(self.view.processed),
+            snapshot_revision=snapshot["revision"] if snapshot else None,
+            tombstone=bool(snapshot and snapshot.get("tombstone")),
+            purge_pending=bool(snapshot and snapshot.get("purge_pending")),
+            imported_from_revision=snapshot.get("imported_from_revision") if snapshot else None,
+            held_for_versions=held,
+        )
+
+    async def write(
+        self,
+        export: Export,
+        plan: Plan,
+        outbox: list[OutboxEntry],
+        now: datetime,
+        renumbered_from: int | None,
+    ) -> None:
+        changes = Changes()
+        for collection, docs in plan.inserts.items():
+            changes.inserts[collection] = [stored_form(collection, doc) for doc in docs]
+        changes.processed = [(key, export.campaign_id) for key in plan.event_keys]
+        if plan.state is not None:
+            changes.campaigns[export.campaign_id] = plan.state
+        await self.tx.write(self.view, changes, outbox, now)
+        if renumbered_from is not None:
+            await self.tx.db[cols.SNAPSHOTS].update_one(
+                {"_id": export.campaign_id},
+                {"$set": {"imported_from_revision": renumbered_from}},
+                session=self.tx.session,
+            )
+
+
+class MongoRestore:
+    """The store side of the restore use case, on the service's MongoStore."""
+
+    def __init__(self, store: MongoStore) -> None:
+        self.store = store
+
+    async def in_transaction(self, work: Callable[[RestoreTransaction], Awaitable[T]]) -> T:
+        return await self.store.in_transaction(lambda tx: work(MongoRestoreTransaction(tx)))
+
+    async def pending_outbox(self, campaign_ids: Iterable[str]) -> list[OutboxEntry]:
+        return await self.store.pending_outbox(campaign_ids)
+
+    async def delete_outbox(self, entries: Iterable[OutboxEntry]) -> None:
+        await self.store.delete_outbox(entries)

@@ -26,6 +26,7 @@ import time
 import uuid
 
 import httpx
+import uvloop
 
 from bench.__main__ import Child, event, servers
 from bench.streams import pct
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--artifacts", type=int, default=20)
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--seconds", type=int, default=10)
-    asyncio.run(bench(parser.parse_args(argv)))
+    uvloop.run(bench(parser.parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -113,7 +113,12 @@ def build(settings: Settings | None = None, role: Role = "all") -> Service:
     store = MongoStore.connect(settings.mongodb_uri.get_secret_value(), settings.mongodb_database)
     broker = build_broker(settings)
     publisher = KafkaPublisher(broker, settings)
-    processor = BatchProcessor(store, publisher, max_event_bytes=settings.max_event_bytes)
+    processor = BatchProcessor(
+        store,
+        publisher,
+        max_event_bytes=settings.max_event_bytes,
+        publication=settings.snapshot_publication,
+    )
     watchdog = Watchdog(settings.watchdog_stall_seconds)
     lag = _subscribe(broker, settings, processor, watchdog) if consumes else None
     maintenance = Maintenance(

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     snapshot_cache_seconds: float = Field(default=0.0, ge=0)
 
     max_event_bytes: int = Field(default=1024 * 1024, ge=1)
+    # Contract 1.1: `every` publishes each revision; `latest` only the newest revision a batch
+    # makes per campaign (revisions still count every change).
+    snapshot_publication: Literal["every", "latest"] = "every"
     audit_hold_seconds: float = Field(default=3600, gt=0)
     campaign_retention_days: float = Field(default=30, ge=0)
     # How often held events, the snapshot outbox and retention are swept.

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from service.adapters import mongo_schema as cols
 from service.adapters.mongo_store import MongoStore, OutboxEntry, Transaction
-from service.app.restore import Export, Plan, RestoreTransaction, Stored
+from service.app.restore import IMPORT_WRITER, Export, Plan, RestoreTransaction, Stored
 from service.domain.ledger import Changes, View
 
 Document = dict[str, Any]
@@ -74,6 +74,7 @@ class MongoRestoreTransaction(RestoreTransaction):
             {"revision": 1, "tombstone": 1, "purge_pending": 1, "imported_from_revision": 1},
             session=tx.session,
         )
+        carried = tx.stored_outbox.get(campaign_id)
         versions = [doc["_id"] for doc in export.documents[cols.VERSIONS]]
         held = await tx.db[cols.HELD_EVENTS].count_documents(
             {"version_id": {"$in": versions}, "expired": {"$ne": True}}, session=tx.session
@@ -86,6 +87,7 @@ class MongoRestoreTransaction(RestoreTransaction):
             purge_pending=bool(snapshot and snapshot.get("purge_pending")),
             imported_from_revision=snapshot.get("imported_from_revision") if snapshot else None,
             held_for_versions=held,
+            unconfirmed=carried if carried and carried[0].startswith(IMPORT_WRITER) else None,
         )
 
     async def write(
@@ -94,7 +96,9 @@ class MongoRestoreTransaction(RestoreTransaction):
         plan: Plan,
         outbox: list[OutboxEntry],
         now: datetime,
+        *,
         renumbered_from: int | None,
+        writer: str,
     ) -> None:
         changes = Changes()
         for collection, docs in plan.inserts.items():
@@ -102,7 +106,7 @@ class MongoRestoreTransaction(RestoreTransaction):
         changes.processed = [(key, export.campaign_id) for key in plan.event_keys]
         if plan.state is not None:
             changes.campaigns[export.campaign_id] = plan.state
-        await self.tx.write(self.view, changes, outbox, now)
+        await self.tx.write(self.view, changes, outbox, now, writer=writer)
         if renumbered_from is not None:
             await self.tx.db[cols.SNAPSHOTS].update_one(
                 {"_id": export.campaign_id},
@@ -125,3 +129,11 @@ class MongoRestore:
 
     async def delete_outbox(self, entries: Iterable[OutboxEntry]) -> None:
         await self.store.delete_outbox(entries)
+
+    async def confirm_published(self, campaign_id: str, writer: str) -> None:
+        """Published: the document's entries need not be sent again. Only while `writer` still
+        holds them: a batch that rewrote the document since then owns what it holds."""
+        await self.store.db[cols.SNAPSHOTS].update_one(
+            {"_id": campaign_id, "campaign_id": campaign_id, "outbox_writer": writer},
+            {"$set": {"outbox": []}},
+        )

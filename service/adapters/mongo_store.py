@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import orjson
-from pymongo import AsyncMongoClient, InsertOne, UpdateOne
+from pymongo import AsyncMongoClient, InsertOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -93,13 +93,7 @@ def outbox_chunks(entries: list[OutboxEntry]) -> list[Document]:
         current: list[Document] = []
         size = 0
         for entry in items:
-            stored = {
-                "id": entry.id,
-                "kind": entry.kind,
-                "revision": entry.revision,
-                "key": entry.key,
-                "event": entry.event,
-            }
+            stored = _stored(entry)
             weight = len(orjson.dumps(entry.event))
             if current and size + weight > OUTBOX_CHUNK_BYTES:
                 chunks.append(_chunk(campaign_id, current))
@@ -109,6 +103,49 @@ def outbox_chunks(entries: list[OutboxEntry]) -> list[Document]:
         if current:
             chunks.append(_chunk(campaign_id, current))
     return chunks
+
+
+def _stored(entry: OutboxEntry) -> Document:
+    return {
+        "id": entry.id,
+        "kind": entry.kind,
+        "revision": entry.revision,
+        "key": entry.key,
+        "event": entry.event,
+    }
+
+
+def _entry(campaign_id: str, stored: Document, chunk: str = "") -> OutboxEntry:
+    return OutboxEntry(
+        stored["id"],
+        campaign_id,
+        stored["kind"],
+        stored["revision"],
+        stored["key"],
+        stored["event"],
+        chunk=chunk,
+    )
+
+
+def _split_outbox(
+    entries: list[OutboxEntry], rewritten: Mapping[str, object]
+) -> tuple[dict[str, list[Document]], list[OutboxEntry]]:
+    """Snapshot entries of campaigns whose document the batch rewrites go into it, unless too
+    large for one document; everything else goes to the outbox collection."""
+    by_campaign: dict[str, list[OutboxEntry]] = {}
+    rest: list[OutboxEntry] = []
+    for entry in entries:
+        if entry.kind == "snapshot" and entry.campaign_id in rewritten:
+            by_campaign.setdefault(entry.campaign_id, []).append(entry)
+        else:
+            rest.append(entry)
+    in_documents: dict[str, list[Document]] = {}
+    for campaign_id, items in by_campaign.items():
+        if sum(len(orjson.dumps(e.event)) for e in items) > OUTBOX_CHUNK_BYTES:
+            rest.extend(items)
+        else:
+            in_documents[campaign_id] = [_stored(e) for e in items]
+    return in_documents, rest
 
 
 def _chunk(campaign_id: str, entries: list[Document]) -> Document:
@@ -147,6 +184,11 @@ class Transaction:
     def __init__(self, db: AsyncDatabase[Document], session: AsyncClientSession) -> None:
         self.db = db
         self.session = session
+        # Of each loaded snapshot document: the outbox entries it holds and who wrote them
+        # (published by that writer unless it failed: see BatchProcessor), and when its
+        # delete was noted.
+        self.stored_outbox: dict[str, tuple[str, list[OutboxEntry]]] = {}
+        self.noted: dict[str, datetime | None] = {}
 
     def _col(self, name: str) -> AsyncCollection[Document]:
         return self.db[name]
@@ -172,6 +214,12 @@ class Transaction:
             found = await self._find(cols.SNAPSHOTS, query)
             view.campaigns.update(dict.fromkeys(ids))
             for doc in found:
+                self.noted[doc["_id"]] = doc.get("deletion_noted_at")
+                if entries := doc.get("outbox"):
+                    self.stored_outbox[doc["_id"]] = (
+                        doc.get("outbox_writer", ""),
+                        [_entry(doc["_id"], e) for e in entries],
+                    )
                 view.campaigns[doc["_id"]] = (
                     CampaignState.new(doc["_id"], doc["purged_at"], after_revision=doc["revision"])
                     if doc.get("tombstone")
@@ -240,12 +288,26 @@ class Transaction:
     # ---- writes --------------------------------------------------------------------------
 
     async def write(
-        self, view: View, changes: Changes, outbox: list[OutboxEntry], now: datetime
+        self,
+        view: View,
+        changes: Changes,
+        outbox: list[OutboxEntry],
+        now: datetime,
+        *,
+        writer: str = "",
     ) -> None:
+        """Everything the batch decided, in one transaction.
+
+        Snapshot entries of the outbox ride in their campaign's snapshot document, which the
+        batch rewrites anyway: no outbox insert, read back or delete per batch. `writer`
+        names who will publish them (see `stored_outbox`). Entries of a campaign whose
+        document is not rewritten (dead letters) or too large for it go to the outbox
+        collection.
+        """
         s = self.session
         for collection, records in changes.inserts.items():
             await self._col(collection).insert_many(records, ordered=True, session=s)
-        by_collection: dict[str, list[UpdateOne]] = {}
+        by_collection: dict[str, list[UpdateOne | ReplaceOne[Document]]] = {}
         for (entity, entity_id), fields in changes.patches.items():
             if entity == "campaign":
                 fields = {"campaign_id": entity_id, **fields}  # noqa: PLW2901
@@ -257,15 +319,16 @@ class Transaction:
                 target["campaign_id"] = stored.campaign_id if stored else None
             if target["campaign_id"] is None:
                 del target["campaign_id"]
-            by_collection.setdefault(_ENTITY_COLLECTION[entity], []).append(
-                UpdateOne(
-                    target,
-                    # $literal keeps user data with '$' or '.' in its keys from being read as
-                    # operators or paths.
-                    [{"$set": {k: {"$literal": v} for k, v in fields.items()}}],
-                    upsert=entity != "version",
-                )
-            )
+            op: UpdateOne | ReplaceOne[Document]
+            if entity == "version":
+                # $literal keeps user data with '$' or '.' in its keys from being read as
+                # operators or paths.
+                op = UpdateOne(target, [{"$set": {k: {"$literal": v} for k, v in fields.items()}}])
+            else:
+                # The rules always give a campaign, artifact or run whole: a replacement is
+                # cheaper than an update and stores nested '$' and '.' keys as they are.
+                op = ReplaceOne(target, fields, upsert=True)
+            by_collection.setdefault(_ENTITY_COLLECTION[entity], []).append(op)
         for collection, ops in by_collection.items():
             await self._col(collection).bulk_write(ops, ordered=True, session=s)
         if changes.processed:
@@ -282,53 +345,63 @@ class Transaction:
             await self._col(cols.HELD_EVENTS).delete_many(
                 {"_id": {"$in": [mark_id(k) for k in changes.released]}}, session=s
             )
-        await self._write_snapshots(view, changes.campaigns.values(), now)
-        if outbox:
-            chunks = outbox_chunks(outbox)
+        in_documents, rest = _split_outbox(outbox, changes.campaigns)
+        await self._write_snapshots(view, changes, in_documents, writer, now)
+        if rest:
+            chunks = outbox_chunks(rest)
             for chunk in chunks:
                 chunk["created_at"] = now
             await self._col(cols.OUTBOX).insert_many(chunks, ordered=True, session=s)
 
     async def _write_snapshots(
-        self, view: View, campaigns: Iterable[CampaignState], now: datetime
+        self,
+        view: View,
+        changes: Changes,
+        outbox: Mapping[str, list[Document]],
+        writer: str,
+        now: datetime,
     ) -> None:
-        ops: list[InsertOne[Document] | UpdateOne] = []
-        for campaign in campaigns:
+        # Each campaign's newest snapshot was rendered by the rules already: reuse it.
+        rendered = {snapshot["campaign_id"]: snapshot for snapshot in changes.snapshots}
+        ops: list[InsertOne[Document] | ReplaceOne[Document]] = []
+        for campaign in changes.campaigns.values():
+            cid = campaign.campaign_id
+            snapshot = rendered.get(cid)
+            if snapshot is None or snapshot["revision"] != campaign.revision:
+                snapshot = campaign.snapshot()
+            stored = view.campaigns.get(cid)
+            # Retention counts from when the delete was applied here (see purge_campaign).
+            if not campaign.deleted:
+                noted = None
+            elif stored is None or not stored.deleted:
+                noted = now
+            else:
+                noted = self.noted.get(cid)
             doc = {
-                "campaign_id": campaign.campaign_id,
-                "snapshot": campaign.snapshot(),
+                "_id": cid,
+                "campaign_id": cid,
+                "snapshot": snapshot,
                 "private": campaign.private(),
                 "tombstone": False,
                 "purge_pending": False,
                 "revision": campaign.revision,
                 "deleted": campaign.deleted,
                 "deleted_at": campaign.deleted_at,
+                "deletion_noted_at": noted,
                 "written_at": now,
+                "outbox": outbox.get(cid, []),
+                "outbox_writer": writer,
             }
-            stored = view.campaigns.get(campaign.campaign_id)
-            # Retention counts from when the delete was applied here (see purge_campaign).
-            if not campaign.deleted:
-                doc["deletion_noted_at"] = None
-            elif stored is None or not stored.deleted:
-                doc["deletion_noted_at"] = now
             if stored is None:
-                ops.append(InsertOne({"_id": campaign.campaign_id, **doc}))
+                ops.append(InsertOne(doc))
             else:
                 # Compare-and-set on the revision read: a concurrent writer makes this miss.
-                ops.append(
-                    UpdateOne(
-                        {
-                            "_id": campaign.campaign_id,
-                            "campaign_id": campaign.campaign_id,
-                            "revision": stored.revision,
-                        },
-                        [{"$set": {k: {"$literal": v} for k, v in doc.items()}}],
-                    )
-                )
+                target = {"_id": cid, "campaign_id": cid, "revision": stored.revision}
+                ops.append(ReplaceOne(target, doc))
         if not ops:
             return
         result = await self._col(cols.SNAPSHOTS).bulk_write(ops, ordered=True, session=self.session)
-        expected_updates = sum(isinstance(op, UpdateOne) for op in ops)
+        expected_updates = sum(isinstance(op, ReplaceOne) for op in ops)
         if result.matched_count != expected_updates:
             msg = "a campaign changed while this batch was applied"
             raise ConcurrentUpdate(msg)
@@ -395,15 +468,7 @@ class MongoStore:
             sort=[("campaign_id", 1), ("revision", 1), ("_id", 1)],
         )
         return [
-            OutboxEntry(
-                e["id"],
-                doc["campaign_id"],
-                e["kind"],
-                e["revision"],
-                e["key"],
-                e["event"],
-                chunk=doc["_id"],
-            )
+            _entry(doc["campaign_id"], e, chunk=doc["_id"])
             for doc in await cursor.to_list()
             for e in doc["entries"]
         ]

@@ -22,8 +22,8 @@ from service.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-# The handler receives raw values (decoding is ours); schemas/asyncapi.json says what they
-# are (service/schemas.py), so FastStream gets no schema for them.
+# The handler receives raw values (decoding is ours). What a record holds is documented by
+# service/schemas.py (schemas/asyncapi.json), not by FastStream's generator, which is unused.
 InboundBatch = Annotated[list[bytes], WithJsonSchema({"type": "array"})]
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +38,7 @@ from service.domain.ledger import (
     Changes,
     Inbound,
     Missing,
+    Publication,
     SemanticRejection,
     View,
     apply_batch,
@@ -47,6 +50,8 @@ log = structlog.get_logger(__name__)
 
 SOURCE = "urn:campaign-ledger"
 MAX_CONFLICT_RETRIES = 8
+# Campaigns whose adopted leftovers are remembered (past it, one may be published again).
+ADOPTED_MEMORY = 10_000
 TRANSACTION_BYTES = 8 * 1024 * 1024
 
 
@@ -125,21 +130,54 @@ def semantic_dead_letter(item: SemanticRejection, now: datetime) -> OutboxEntry:
     return dead_letter(rejection, now, item.inbound.event.campaign_id)
 
 
+@dataclass(frozen=True, slots=True)
+class _Applied:
+    changes: Changes
+    # what to publish after the commit, each campaign's revisions in order
+    publish: list[OutboxEntry]
+    # campaigns whose stored entries of another writer this batch publishes again
+    adopted: dict[str, str]
+
+
 class BatchProcessor:
+    """Runs the batches of one consumer, one after the other.
+
+    The snapshot outbox rides in the snapshot documents (see `Transaction.write`), marked
+    with `writer`: this processor's name until a batch fails. Entries a document holds from
+    the current writer were published (the batch that wrote them published them before the
+    next one started); entries of any other writer (an instance that crashed, or this one
+    before a failure) may not have been, so the next batch touching that campaign publishes
+    them again, first, and carries them into the document it rewrites.
+    """
+
     def __init__(
         self,
         store: MongoStore,
         publisher: Publisher,
         *,
         max_event_bytes: int,
+        publication: Publication = "every",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
         self.publisher = publisher
         self.max_event_bytes = max_event_bytes
+        self.publication: Publication = publication
         self.clock = clock
+        self.writer = uuid.uuid4().hex
+        # campaign -> the other writer whose stored entries this processor published again
+        self.adopted: OrderedDict[str, str] = OrderedDict()
 
     async def process(self, records: Sequence[RawRecord]) -> BatchResult:
+        try:
+            return await self._process(records)
+        except BaseException:
+            # Something this batch stored may be unpublished: from now on this processor
+            # writes under a new name, so the next batch touching those campaigns sends them.
+            self.writer = uuid.uuid4().hex
+            raise
+
+    async def _process(self, records: Sequence[RawRecord]) -> BatchResult:
         started = time.perf_counter()
         inbound: list[Inbound] = []
         rejections: list[Rejection] = []
@@ -177,7 +215,7 @@ class BatchProcessor:
             duplicates=changes.duplicates,
             held=len(changes.held),
             rejected=len(rejections) + len(changes.rejections),
-            revisions=len(changes.snapshots),
+            revisions=changes.revisions,
         )
         telemetry.observe_batch(
             result,
@@ -192,7 +230,7 @@ class BatchProcessor:
         seq_base = time.time_ns()
         for attempt in range(MAX_CONFLICT_RETRIES):
             try:
-                changes = await self.store.in_transaction(
+                applied = await self.store.in_transaction(
                     lambda tx: self._apply(tx, inbound, now, seq_base)
                 )
                 break
@@ -202,27 +240,45 @@ class BatchProcessor:
         else:
             msg = "campaigns kept changing under this batch; it will be redelivered"
             raise ConcurrentUpdate(msg)
-        # Older entries of these campaigns (a crash between commit and publish) go first.
+        # Entries in the outbox collection (dead letters decided by the rules, snapshots too
+        # large for their document) go first: a leftover there is older than anything new.
         pending = await self.store.pending_outbox({i.event.campaign_id for i in inbound})
-        await self.publisher.publish(pending)
-        return changes, pending
+        await self.publisher.publish(pending + applied.publish)
+        for campaign_id, writer in applied.adopted.items():
+            self.adopted[campaign_id] = writer
+            self.adopted.move_to_end(campaign_id)
+        while len(self.adopted) > ADOPTED_MEMORY:
+            self.adopted.popitem(last=False)
+        return applied.changes, pending
 
     async def _apply(
         self, tx: Transaction, inbound: list[Inbound], now: datetime, seq_base: int
-    ) -> Changes:
+    ) -> _Applied:
         view = View()
         await tx.load(view, prefetch_keys(inbound))
         while True:
             try:
-                changes = apply_batch(inbound, view, now=now, seq_base=seq_base)
+                changes = apply_batch(
+                    inbound, view, now=now, seq_base=seq_base, publication=self.publication
+                )
                 break
             except Missing as missing:
                 telemetry.VIEW_RELOADS.inc()
                 await tx.load_missing(view, missing)
-        outbox = [snapshot_entry(s, now) for s in changes.snapshots]
-        outbox += [semantic_dead_letter(r, now) for r in changes.rejections]
-        await tx.write(view, changes, outbox, now)
-        return changes
+        # Stored entries of another writer: maybe unpublished, so published (again) first.
+        leftovers = {
+            campaign_id: (writer, entries)
+            for campaign_id, (writer, entries) in tx.stored_outbox.items()
+            if writer != self.writer and self.adopted.get(campaign_id) != writer
+        }
+        new = [snapshot_entry(s, now) for s in changes.snapshots]
+        # A rewritten document keeps its leftovers until they are known to be published.
+        carried = [e for c in changes.campaigns if c in leftovers for e in leftovers[c][1]]
+        dead = [semantic_dead_letter(r, now) for r in changes.rejections]
+        await tx.write(view, changes, carried + new + dead, now, writer=self.writer)
+        untouched = {c: v for c, v in leftovers.items() if c not in changes.campaigns}
+        publish = [e for _, entries in untouched.values() for e in entries] + carried + new
+        return _Applied(changes, publish, {c: w for c, (w, _) in untouched.items()})
 
 
 def _chunks(inbound: list[Inbound]) -> list[list[Inbound]]:
@@ -245,4 +301,5 @@ def _merge(into: Changes, one: Changes) -> None:
     into.duplicates += one.duplicates
     into.held.extend(one.held)
     into.snapshots.extend(one.snapshots)
+    into.revisions += one.revisions
     into.rejections.extend(one.rejections)

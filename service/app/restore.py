@@ -21,8 +21,9 @@ Decisions (README "Operations"):
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
@@ -53,6 +54,10 @@ from service.domain.state import (
 
 Document = dict[str, Any]
 T = TypeVar("T")
+
+# The outbox writer name of an import (see BatchProcessor): entries still in a snapshot
+# document under such a name were stored by an import that did not see them published.
+IMPORT_WRITER = "import:"
 
 
 class InvalidExport(Exception):  # not a ValueError: the store maps those to StoreRejected
@@ -212,6 +217,9 @@ class Stored:
     purge_pending: bool
     imported_from_revision: int | None  # set by an import that had to renumber (see above)
     held_for_versions: int  # events held here, waiting for one of the export's versions
+    # (writer, entries) an earlier import stored in the snapshot document and did not
+    # confirm as published (Kafka was away): published again by this import.
+    unconfirmed: tuple[str, list[OutboxEntry]] | None = None
 
 
 @dataclass
@@ -237,7 +245,9 @@ class RestoreTransaction(Protocol):
         plan: Plan,
         outbox: list[OutboxEntry],
         now: datetime,
+        *,
         renumbered_from: int | None,
+        writer: str,
     ) -> None: ...
 
 
@@ -247,6 +257,9 @@ class RestoreStore(Protocol):
     async def pending_outbox(self, campaign_ids: Iterable[str]) -> list[OutboxEntry]: ...
 
     async def delete_outbox(self, entries: Iterable[OutboxEntry]) -> None: ...
+
+    async def confirm_published(self, campaign_id: str, writer: str) -> None:
+        """Forget the snapshot document's outbox entries if `writer` still holds them."""
 
 
 def _as_exported(doc: Document) -> Any:
@@ -331,21 +344,24 @@ async def restore(
     """Load the export in one transaction, then publish the campaign's pending snapshots.
 
     Raises RestoreConflict (nothing written), and the store's or publisher's errors. When the
-    publication fails after the commit, the snapshot stays in the outbox: the next import of
-    the same file, or the campaign's next event in the service, publishes it.
+    publication fails after the commit, the snapshot stays in the outbox under this import's
+    writer name: the next import of the same file, or the campaign's next batch in the
+    service (another writer's entries are published again), publishes it.
     """
     at = now or datetime.now(UTC)
+    writer = f"{IMPORT_WRITER}{uuid.uuid4().hex}"
 
-    async def work(tx: RestoreTransaction) -> tuple[Plan, Stored]:
+    async def work(tx: RestoreTransaction) -> tuple[Plan, Stored, list[OutboxEntry]]:
         stored = await tx.read(export)
         plan, renumbered_from = plan_restore(export, stored)
+        outbox = [snapshot_entry(plan.state.snapshot(), at)] if plan.state else []
         if not plan.is_empty:
-            outbox = [snapshot_entry(plan.state.snapshot(), at)] if plan.state else []
-            await tx.write(export, plan, outbox, at, renumbered_from)
-        return plan, stored
+            await tx.write(export, plan, outbox, at, renumbered_from=renumbered_from, writer=writer)
+        return plan, stored, outbox
 
-    plan, stored = await store.in_transaction(work)
-    published = await publish_pending(store, publisher, [export.campaign_id])
+    plan, stored, written = await store.in_transaction(work)
+    carried = (writer, written) if written else stored.unconfirmed
+    published = await publish(store, publisher, export.campaign_id, carried)
     return RestoreResult(
         campaign_id=export.campaign_id,
         inserted={name: len(docs) for name, docs in plan.inserts.items()},
@@ -357,11 +373,18 @@ async def restore(
     )
 
 
-async def publish_pending(
-    store: RestoreStore, publisher: Publisher, campaign_ids: Sequence[str]
+async def publish(
+    store: RestoreStore,
+    publisher: Publisher,
+    campaign_id: str,
+    carried: tuple[str, list[OutboxEntry]] | None,
 ) -> int:
-    """Publish the campaigns' outbox in revision order, then forget what was published."""
-    pending = await store.pending_outbox(campaign_ids)
-    await publisher.publish(pending)
+    """Publish the campaign's leftovers in the outbox collection (older), then the snapshot
+    entries an import stored in its document; then forget what was published."""
+    pending = await store.pending_outbox([campaign_id])
+    entries = carried[1] if carried else []
+    await publisher.publish(pending + entries)
     await store.delete_outbox(pending)
-    return len(pending)
+    if carried:
+        await store.confirm_published(campaign_id, carried[0])
+    return len(pending) + len(entries)

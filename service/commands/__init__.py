@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import traceback
 
 from service.commands import dead_letters, export, import_, schemas, serve
-from service.commands.common import CommandError
+from service.commands.common import INTERNAL, CommandError, fail
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,7 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="campaign-ledger",
         description="Versioned, audited memory of AI-generated campaign artifacts.",
         epilog="Exit codes of the operations commands: 0 done, 1 refused (conflict, invalid "
-        "input, unknown campaign), 2 bad arguments, 3 Kafka or MongoDB unreachable.",
+        "input, unknown campaign), 2 bad arguments, 3 Kafka or MongoDB unreachable, "
+        "4 unexpected error.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in (serve, schemas, dead_letters, export, import_):
@@ -43,4 +45,9 @@ def main(argv: list[str] | None = None) -> None:
         # The reader went away (`... | head`): stop quietly, like other Unix tools.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         code = 1
+    except Exception as error:
+        # Not 1: a script must not take a crash for a refusal.
+        traceback.print_exc()
+        fail("internal_error", f"{type(error).__name__}: {error}")
+        code = INTERNAL
     sys.exit(code)

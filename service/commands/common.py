@@ -27,6 +27,7 @@ OK = 0
 REFUSED = 1  # a conflict, an invalid input file, an unknown campaign: retrying will not help
 USAGE = 2  # bad arguments (argparse uses 2 as well)
 UNAVAILABLE = 3  # Kafka or MongoDB could not be reached: retrying later may help
+INTERNAL = 4  # an unexpected error (a bug): the traceback is on stderr
 
 
 class CommandError(Exception):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Callable
 
 from service.adapters.kafka_replay import DeadLetterReader, KafkaUnavailable, ReplayProducer
 from service.app.replay import DeadLetter, NotReplayable, Replay, Selection, replay_of
@@ -79,38 +80,43 @@ def _selection(args: argparse.Namespace) -> Selection:
     )
 
 
-async def _chosen(settings: Settings, selection: Selection) -> list[DeadLetter]:
-    chosen: list[DeadLetter] = []
+async def _each(
+    settings: Settings, selection: Selection, handle: Callable[[DeadLetter], None]
+) -> None:
+    """Read the topic to its current end, handing each chosen dead letter on as it comes."""
     with progress() as bar:
-        task = None
         async with DeadLetterReader(settings) as reader:
             task = bar.add_task("reading dead letters", total=reader.total)
             async for letter in reader.read():
                 bar.advance(task)
                 if letter is not None and selection.matches(letter):
-                    chosen.append(letter)
-    return chosen
+                    handle(letter)
 
 
 def run_list(args: argparse.Namespace) -> int:
+    def show(letter: DeadLetter) -> None:
+        emit(letter.listing())
+
     try:
-        letters = asyncio.run(_chosen(Settings(), _selection(args)))
+        asyncio.run(_each(Settings(), _selection(args), show))
     except KafkaUnavailable as error:
         unavailable("kafka", error)
-    for letter in letters:
-        emit(letter.listing())
     return OK
 
 
 async def _replay(settings: Settings, selection: Selection, send: bool) -> dict[str, int]:
     replays: list[Replay] = []
     skipped = 0
-    for letter in await _chosen(settings, selection):
+
+    def choose(letter: DeadLetter) -> None:
+        nonlocal skipped
         try:
             replays.append(replay_of(letter))
         except NotReplayable as error:
             skipped += 1
             fail("not_replayable", str(error), dead_letter=letter.coordinates)
+
+    await _each(settings, selection, choose)
     if not send:
         for replay in replays:
             emit(replay.describe("would_send"))

@@ -174,7 +174,9 @@ class Changes:
     inserts: dict[str, list[Record]] = field(default_factory=dict)
     patches: dict[tuple[Entity, str], Record] = field(default_factory=dict)
     campaigns: dict[str, CampaignState] = field(default_factory=dict)
+    # Each revision's snapshot; with publication "latest", only each campaign's newest.
     snapshots: list[dict[str, Any]] = field(default_factory=list)
+    revisions: int = 0  # every revision made, published or not
     processed: list[tuple[str, str]] = field(default_factory=list)  # (event key, campaign id)
     held: list[HeldEvent] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
@@ -200,9 +202,23 @@ class _Reject(Exception):
         self.detail = detail
 
 
-def apply_batch(inbound: Sequence[Inbound], view: View, *, now: datetime, seq_base: int) -> Changes:
-    """Apply a batch's valid events, in order, to the stored state in `view`."""
-    return _Batch(view, now, seq_base).run(inbound)
+Publication = Literal["every", "latest"]
+
+
+def apply_batch(
+    inbound: Sequence[Inbound],
+    view: View,
+    *,
+    now: datetime,
+    seq_base: int,
+    publication: Publication = "every",
+) -> Changes:
+    """Apply a batch's valid events, in order, to the stored state in `view`.
+
+    With `publication="latest"` a campaign's snapshot is rendered once, after the batch, for
+    its newest revision (contract 1.1, SNAPSHOT_PUBLICATION); the revisions count the same.
+    """
+    return _Batch(view, now, seq_base, publication).run(inbound)
 
 
 def prefetch_keys(inbound: Iterable[Inbound]) -> dict[str, set[str]]:
@@ -234,7 +250,10 @@ def prefetch_keys(inbound: Iterable[Inbound]) -> dict[str, set[str]]:
 
 
 class _Batch:
-    def __init__(self, view: View, now: datetime, seq_base: int) -> None:
+    def __init__(
+        self, view: View, now: datetime, seq_base: int, publication: Publication = "every"
+    ) -> None:
+        self.publication = publication
         self.view = view
         self.now = now
         self.seq_base = seq_base
@@ -259,6 +278,10 @@ class _Batch:
         for index, item in enumerate(inbound):
             self._accept(item, self.seq_base + index)
         self._flush()
+        if self.publication == "latest":
+            self.changes.snapshots = [
+                self.campaigns[campaign_id].snapshot() for campaign_id in sorted(self.changed)
+            ]
         return self.changes
 
     def _accept(self, item: Inbound, seq: int) -> None:
@@ -294,7 +317,9 @@ class _Batch:
             campaign.created_at = min(campaign.created_at, event.time)
             campaign.updated_at = max(campaign.updated_at, event.time)
             self.changed.add(campaign.campaign_id)
-            self.changes.snapshots.append(campaign.snapshot())
+            self.changes.revisions += 1
+            if self.publication == "every":
+                self.changes.snapshots.append(campaign.snapshot())
         for held in released:
             self._apply(held.inbound)
 

@@ -11,6 +11,7 @@ record whose content type is not JSON. The outcome must be the same whoever sent
 from __future__ import annotations
 
 import asyncio
+import base64
 import shutil
 import subprocess
 import time
@@ -314,3 +315,43 @@ async def test_the_java_sdk_default_serializer_and_structured_mode(
                 await wait_held(ledger, s)
         print(f"java producer: {time.monotonic() - begun:.1f}s for {len(s.steps)} events")
         await assert_stored(ledger, s, started)
+
+
+# ---- the original header bytes, end to end ------------------------------------------------
+
+
+async def test_header_bytes_reach_decoding_and_the_dead_letter_unchanged(
+    kafka_bootstrap: str, mongodb_uri: str
+) -> None:
+    """FastStream's parser would fail or replace undecodable header bytes; the service reads
+    the originals: a `ce_source` that is not UTF-8 is refused (not read as U+FFFD), and the
+    dead letter carries every header exactly, for replay."""
+    async with running_ledger(isolated_settings(kafka_bootstrap, mongodb_uri)) as ledger:
+        c = new_id("c")
+        headers = [
+            ("ce_specversion", b"1.0"),
+            ("ce_id", b"e-1"),
+            ("ce_source", b"agent-\xff\xfe"),
+            ("ce_type", b"campaign.created"),
+            ("traceparent", b"\x00\xffraw"),
+        ]
+        value = orjson.dumps({"campaign_id": c, "name": "Bytes"})
+        await ledger.producer.send_and_wait(
+            ledger.topic("lifecycle"), value, key=c.encode(), headers=headers
+        )
+
+        async def dead_lettered() -> list[dict[str, Any]]:
+            return [d for d in await ledger.dead_letters() if d["key"] == c]
+
+        [dead] = await eventually(dead_lettered, timeout=60)
+        assert dead["reason"] == "not_cloudevent", dead
+        assert "ce_source" in dead["detail"]
+        assert dead["value"] == value.decode()
+        assert dead["headers"] == [
+            {"name": "ce_specversion", "value": "1.0"},
+            {"name": "ce_id", "value": "e-1"},
+            {"name": "ce_source", "value_base64": base64.b64encode(b"agent-\xff\xfe").decode()},
+            {"name": "ce_type", "value": "campaign.created"},
+            {"name": "traceparent", "value_base64": base64.b64encode(b"\x00\xffraw").decode()},
+        ]
+        assert (await ledger.snapshot(c)).status_code == 404

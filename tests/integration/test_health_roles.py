@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable
@@ -90,11 +89,15 @@ async def test_api_role_joins_no_group_and_consumer_role_consumes(
     finally:
         await producer.stop()
         await admin.close()
-        cleanup: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
-            settings.mongodb_uri.get_secret_value()
-        )
-        await cleanup.drop_database(settings.mongodb_database)
-        await cleanup.close()
+        await drop_database(settings)
+
+
+async def drop_database(settings: Settings) -> None:
+    cleanup: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+        settings.mongodb_uri.get_secret_value()
+    )
+    await cleanup.drop_database(settings.mongodb_database)
+    await cleanup.close()
 
 
 def role_env(settings: Settings, http_port: int, management_port: int) -> dict[str, str]:
@@ -128,40 +131,38 @@ async def test_serve_roles_as_processes_with_a_management_port(
     SIGTERM that ends each well inside the shutdown budget, with status 0."""
     settings = isolated_settings(kafka_bootstrap, mongodb_uri)
     http_port, management_port = free_ports(2)
-    processes: dict[str, subprocess.Popen[bytes]] = {}
-    try:
-        for role in ("consumer", "api"):
-            # The consumer first: it creates the topics the API's live feed follows.
-            processes[role] = subprocess.Popen(
-                [sys.executable, "-m", "service", "serve", "--role", role],
-                env=role_env(settings, http_port, management_port),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            management = f"http://127.0.0.1:{management_port}"
+    management = f"http://127.0.0.1:{management_port}"
+    api = f"http://127.0.0.1:{http_port}"
+    budget = settings.http_shutdown_timeout_seconds + settings.kafka_shutdown_timeout_seconds
+    # The consumer first: it creates the topics the API's live feed follows.
+    for role in ("consumer", "api"):
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *("-m", "service", "serve", "--role", role),
+            env=role_env(settings, http_port, management_port),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        try:
             await eventually(lambda: _is(status(f"{management}/readyz"), 200), timeout=90)
             assert await status(f"{management}/metrics") == 200
             assert await status(f"{management}/campaigns") == 404
-            api = f"http://127.0.0.1:{http_port}"
             if role == "consumer":
                 assert await status(f"{api}/healthz") is None  # no API port at all
             else:
                 assert await status(f"{api}/campaigns") == 200
                 assert await status(f"{api}/healthz") == 404  # probes only on management
             began = time.monotonic()
-            processes[role].send_signal(signal.SIGTERM)
-            code = await asyncio.to_thread(processes[role].wait, 60)
+            process.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(process.wait(), 60)
             stopped_in = time.monotonic() - began
             assert code == 0, (role, code)
-            budget = (
-                settings.http_shutdown_timeout_seconds + settings.kafka_shutdown_timeout_seconds
-            )
             assert stopped_in < budget, (role, stopped_in)
-    finally:
-        for process in processes.values():
-            if process.poll() is None:
+        finally:
+            if process.returncode is None:
                 process.kill()
-                process.wait()
+                await process.wait()
+    await drop_database(settings)
 
 
 async def _is(answer: Awaitable[int | None], expected: int) -> bool:

@@ -13,6 +13,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -432,7 +433,13 @@ async def test_import_over_a_purged_campaign_goes_on_from_its_last_revision(
         settings.mongodb_uri.get_secret_value(), tz_aware=True
     )
     try:
-        tombstone = {"_id": campaign, "tombstone": True, "purge_pending": False, "revision": 7}
+        tombstone = {
+            "_id": campaign,
+            "tombstone": True,
+            "purge_pending": False,
+            "revision": 7,
+            "purged_at": datetime.now(UTC),
+        }
         await client[other_database]["snapshots"].insert_one(tombstone)
         published_before = len(await ledger.snapshots(campaign))
         run = await cli(settings, "import", str(path), MONGODB_DATABASE=other_database)

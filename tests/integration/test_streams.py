@@ -80,6 +80,9 @@ async def test_a_stream_on_either_instance_carries_every_published_revision(
             assert (
                 await http.get(f"{url}/stream", headers={"Authorization": "Bearer x"})
             ).status_code == 401
+            recent = f"{url}/dead-letters/recent"
+            assert (await http.get(recent, headers={"Authorization": ""})).status_code == 401
+            assert (await http.get(recent)).json() == {"items": []}
 
         await a.send(generated(campaign, artifact, f"{artifact}.v1"))
         first = await a.wait_revision(campaign, 1)

@@ -8,7 +8,6 @@ every alert reads a metric the service exports, no Secret sits in the base.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -16,8 +15,7 @@ from prometheus_client import REGISTRY
 
 from service.app import telemetry  # noqa: F401 - registers the service's metrics
 from service.settings import Settings
-
-K8S = Path(__file__).resolve().parents[2] / "k8s"
+from tests.unit.manifests import K8S, base_settings
 
 
 def documents(*parts: str) -> list[dict[str, Any]]:
@@ -29,16 +27,6 @@ def documents(*parts: str) -> list[dict[str, Any]]:
 
 def of_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [d for d in docs if d.get("kind") == kind]
-
-
-def env_file(path: Path) -> dict[str, str]:
-    lines = [line for line in path.read_text().splitlines() if line and line[0] != "#"]
-    return dict(line.split("=", 1) for line in lines)
-
-
-def base_settings() -> Settings:
-    values = env_file(K8S / "base" / "config.env")
-    return Settings.model_validate({k.lower(): v for k, v in values.items()})
 
 
 def production_literals() -> dict[str, str]:

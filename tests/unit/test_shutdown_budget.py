@@ -18,24 +18,12 @@ import yaml
 from service.adapters.kafka import build_broker
 from service.commands.serve import uvicorn_config
 from service.settings import Settings
+from tests.unit.manifests import K8S, ROOT, base_settings, only_these
 
-ROOT = Path(__file__).resolve().parents[2]
-BASE = ROOT / "k8s" / "base"
+BASE = K8S / "base"
 DEPLOYMENTS = sorted(BASE.glob("deployment-*.yaml"))
 # Closing MongoDB's client and leaving the process: seconds kept free beyond the two drains.
 EXIT_MARGIN_SECONDS = 5
-
-
-def env_file(path: Path) -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines())
-    return {k.strip(): v.strip() for k, v in (p for p in pairs if len(p) == 2) if k[:1] != "#"}
-
-
-def manifest_settings() -> Settings:
-    """The settings a pod gets from the base ConfigMap (k8s/base/config.env), environment
-    ignored (model_validate runs no settings source)."""
-    values = {key.lower(): value for key, value in env_file(BASE / "config.env").items()}
-    return Settings.model_validate(values)
 
 
 def pod_spec(path: Path) -> dict[str, Any]:
@@ -57,7 +45,7 @@ def test_the_manifests_exist() -> None:
 
 
 def test_the_service_uses_its_settings_for_both_drains() -> None:
-    settings = manifest_settings()
+    settings = base_settings()
     broker = build_broker(settings)
     assert broker.config.graceful_timeout == settings.kafka_shutdown_timeout_seconds
     config = uvicorn_config(object(), settings, settings.http_port)
@@ -66,7 +54,7 @@ def test_the_service_uses_its_settings_for_both_drains() -> None:
 
 @pytest.mark.parametrize("path", DEPLOYMENTS, ids=lambda p: p.stem)
 def test_pre_stop_and_both_drains_fit_in_the_grace_period(path: Path) -> None:
-    settings = manifest_settings()
+    settings = base_settings()
     spec = pod_spec(path)
     (container,) = spec["containers"]
     budget = (
@@ -81,7 +69,7 @@ def test_pre_stop_and_both_drains_fit_in_the_grace_period(path: Path) -> None:
 
 @pytest.mark.parametrize("path", DEPLOYMENTS, ids=lambda p: p.stem)
 def test_readiness_answers_within_its_probe_timeout(path: Path) -> None:
-    settings = manifest_settings()
+    settings = base_settings()
     (container,) = pod_spec(path)["containers"]
     probe_timeout = container["readinessProbe"]["timeoutSeconds"]
     # The checks run concurrently, each cut at READINESS_TIMEOUT_SECONDS; keep a margin for
@@ -94,7 +82,7 @@ def test_defaults_fit_the_compose_stop_grace_period() -> None:
     ledger = compose["services"]["ledger"]
     grace = float(ledger["stop_grace_period"].removesuffix("s"))
     env = {k.lower(): v for k, v in ledger["environment"].items()}
-    settings = Settings.model_validate(
+    settings = only_these(
         {k: env[k] for k in ("http_shutdown_timeout_seconds", "kafka_shutdown_timeout_seconds")}
     )
     drains = settings.http_shutdown_timeout_seconds + settings.kafka_shutdown_timeout_seconds

@@ -56,7 +56,7 @@ KUBE_SCORE_VERSION := v1.20.0
 K8S_VERSIONS := 1.31.0 1.35.0
 K8S_TOOLS := $(TOOLS)/bin/kustomize-$(KUSTOMIZE_VERSION) $(TOOLS)/bin/kubeconform-$(KUBECONFORM_VERSION) \
 	$(TOOLS)/bin/kube-score-$(KUBE_SCORE_VERSION) $(TOOLS)/venv/.installed $(TOOLS)/node/.installed \
-	$(TOOLS)/k8s-schemas/.done
+	$(TOOLS)/k8s-schemas/.done $(TOOLS)/bin/crdtypes
 
 .PHONY: k8s-tools lint-k8s lock
 k8s-tools: $(K8S_TOOLS)
@@ -74,6 +74,12 @@ $(TOOLS)/bin/%:
 GO_PACKAGE_kustomize := sigs.k8s.io/kustomize/kustomize/v5
 GO_PACKAGE_kubeconform := github.com/yannh/kubeconform/cmd/kubeconform
 GO_PACKAGE_kube-score := github.com/zegl/kube-score/cmd/kube-score
+
+# Strict decoding into the operators' Go API types (MongoDB Community, Prometheus Operator),
+# its module versions locked by k8s/lint/crdtypes/go.sum.
+$(TOOLS)/bin/crdtypes: k8s/lint/crdtypes/main.go k8s/lint/crdtypes/go.mod k8s/lint/crdtypes/go.sum
+	mkdir -p $(TOOLS)/bin
+	cd k8s/lint/crdtypes && go build -o $(abspath $@) .
 
 $(TOOLS)/venv/.installed: k8s/lint/requirements.txt
 	test -x $(TOOLS)/venv/bin/python || $(PYTHON) -m venv $(TOOLS)/venv

@@ -113,11 +113,23 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
-async def skips_counted(url: str) -> float:
+async def service_metrics(url: str) -> tuple[float, str]:
+    """Skips the service counted, and how long its feed took to see each publication."""
     async with httpx.AsyncClient() as http:
         text = (await http.get(f"{url}/metrics")).text
-    found = re.search(r"^ledger_stream_skipped_total (\S+)$", text, re.MULTILINE)
-    return float(found.group(1)) if found else 0.0
+
+    def value(pattern: str) -> float:
+        found = re.search(rf"^{re.escape(pattern)} (\S+)$", text, re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
+
+    count = value("ledger_feed_delay_seconds_count") or 1.0
+    within = []
+    for le in ("0.1", "0.25", "1.0"):
+        bucket = value('ledger_feed_delay_seconds_bucket{le="' + le + '"}')
+        within.append(f"<= {le} s: {bucket / count:.0%}")
+    mean = value("ledger_feed_delay_seconds_sum") / count * 1000
+    feed = f"publication -> the service's feed: mean {mean:.0f} ms, " + ", ".join(within)
+    return value("ledger_stream_skipped_total"), feed
 
 
 def cpu_seconds(pid: int) -> float:
@@ -241,7 +253,7 @@ async def measure(args: argparse.Namespace, kafka: str, child: Child) -> None:
             await asyncio.sleep(0.25)
         await asyncio.sleep(0.5)
         rss_after = rss_mib(pid)
-        skips = await skips_counted(child.url)
+        skips, feed = await service_metrics(child.url)
     finally:
         for task in tasks:
             task.cancel()
@@ -250,6 +262,7 @@ async def measure(args: argparse.Namespace, kafka: str, child: Child) -> None:
             await watcher
         await producer.stop()
 
+    print(f"  {feed}")
     report(
         clients=clients,
         campaigns=campaigns,

@@ -1,11 +1,14 @@
-"""Real Apache Kafka (KRaft, one node) and SecantusDB as local processes, without Docker.
+"""Real Apache Kafka (KRaft) and SecantusDB as local processes, without Docker.
 
 Used three ways:
 
 * ``python -m dev.stack up|down|status|env`` for ``make run`` and CI: fixed ports
-  (Kafka 9092/9093, MongoDB 27017), state under ``<repo>/.cache/stack/``.
-* ``KafkaServer`` / ``MongoServer`` objects from test fixtures (``tests/servers.py``):
-  free ports, data in a pytest tmp dir, ``kill()``/``restart()`` for crash tests.
+  (Kafka 9092/9093, MongoDB 27017), state under ``<repo>/.cache/stack/``;
+  ``up kafka-cluster`` adds a three-node cluster (19092-19094, ``env --cluster``).
+* ``KafkaServer`` / ``MongoServer`` / ``KafkaCluster`` objects from test fixtures
+  (``tests/servers.py``): free ports, data in a pytest tmp dir, ``kill()``/``restart()`` for
+  crash tests. ``KafkaServer(auth=KafkaAuth(...))`` adds SASL/SCRAM users and KRaft's
+  ``StandardAuthorizer``; ``grant_acls()`` grants them rights.
 * ``ensure_kafka_jars()``, ``wait_for_kafka()``, ``wait_for_mongo()`` as building blocks.
 
 Kafka comes from Maven Central (``dev/kafka/pom.xml``) and runs as ``java kafka.Kafka``;
@@ -773,7 +776,8 @@ class KafkaAuth:
 
 
 class KafkaServer(LocalServer):
-    """Apache Kafka 4.x in KRaft mode, one node acting as broker and controller.
+    """Apache Kafka 4.x in KRaft mode: a node acting as broker and controller (alone, or one
+    node of a ``KafkaCluster``: ``node_id``, ``cluster_id``, ``quorum_voters``).
 
     Layout under ``data_dir``: ``server.properties``, ``kafka-logs/`` (log.dirs),
     ``kafka.log`` and ``kafka.pid`` unless given elsewhere. Storage is formatted only when

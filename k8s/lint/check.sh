@@ -36,6 +36,7 @@ for target in "${TARGETS[@]}"; do
       "$out"
   done
   node "$TOOLS/node/crs.mjs" "$out"
+  "$BIN/crdtypes" "$out"
 
   # kube-score: every warning and critical finding fails, except these, each explained:
   # - deployment-has-host-podantiaffinity: topologySpreadConstraints on

@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError
 from faststream.kafka.security import parse_security
 
 from service.adapters.kafka import security_from
+from service.app import telemetry
 from service.app.feed import RecentDeadLetters, Snapshot, SnapshotFeed
 from service.settings import Settings
 
@@ -100,6 +101,9 @@ class KafkaFeedFollower:
             for partition, records in batches.items():
                 for record in records:
                     if partition.topic == snapshot_topic:
+                        telemetry.FEED_DELAY.observe(
+                            max(0.0, time.time() - record.timestamp / 1000)
+                        )
                         self._snapshot(record.value)
                     else:
                         self._dead_letter(record.value, record.timestamp)

@@ -225,7 +225,7 @@ class Transaction:
                     if doc.get("tombstone")
                     else CampaignState.restore(doc["snapshot"], doc["private"])
                 )
-        if ids := keys.get("artifact"):
+        if ids := _unknown_artifacts(view, keys.get("artifact", set())):
             found = await self._find(
                 cols.ARTIFACTS, {"_id": {"$in": list(ids)}}, {"campaign_id": 1, "artifact_type": 1}
             )
@@ -564,6 +564,21 @@ class MongoStore:
             await self.db[name].delete_many({key: campaign_id})
         await snapshots.update_one({"_id": campaign_id}, {"$set": {"purge_pending": False}})
         return True
+
+
+def _unknown_artifacts(view: View, ids: set[str]) -> set[str]:
+    """The artifact ids whose owner only the artifacts collection can tell.
+
+    One in a loaded campaign's state belongs to that campaign (ids are global, and an
+    owner is checked when an artifact is created): its owner goes into the view unread.
+    """
+    for state in view.campaigns.values():
+        if state is None:
+            continue
+        for artifact_id in ids & state.artifacts.keys():
+            artifact = state.artifacts[artifact_id]
+            view.artifact_owners[artifact_id] = (state.campaign_id, artifact.artifact_type)
+    return ids - view.artifact_owners.keys()
 
 
 def version_state(doc: Document) -> VersionState:

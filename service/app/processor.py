@@ -137,6 +137,7 @@ class _Applied:
     publish: list[OutboxEntry]
     # campaigns whose stored entries of another writer this batch publishes again
     adopted: dict[str, str]
+    written: float  # perf_counter() when the writes were sent, before the commit
 
 
 class BatchProcessor:
@@ -179,6 +180,10 @@ class BatchProcessor:
 
     async def _process(self, records: Sequence[RawRecord]) -> BatchResult:
         started = time.perf_counter()
+        stamps = [r.timestamp_ms for r in records if r.timestamp_ms is not None]
+        if stamps:
+            waited = max(0.0, time.time() - min(stamps) / 1000)
+            telemetry.BATCH_PHASE_SECONDS.labels("wait").observe(waited)
         inbound: list[Inbound] = []
         rejections: list[Rejection] = []
         for record in records:
@@ -240,6 +245,8 @@ class BatchProcessor:
         else:
             msg = "campaigns kept changing under this batch; it will be redelivered"
             raise ConcurrentUpdate(msg)
+        committed = time.perf_counter()
+        telemetry.BATCH_PHASE_SECONDS.labels("commit").observe(committed - applied.written)
         # Entries in the outbox collection (dead letters decided by the rules, snapshots too
         # large for their document) go first: a leftover there is older than anything new.
         pending = await self.store.pending_outbox({i.event.campaign_id for i in inbound})
@@ -249,13 +256,17 @@ class BatchProcessor:
             self.adopted.move_to_end(campaign_id)
         while len(self.adopted) > ADOPTED_MEMORY:
             self.adopted.popitem(last=False)
+        telemetry.BATCH_PHASE_SECONDS.labels("publish").observe(time.perf_counter() - committed)
         return applied.changes, pending
 
     async def _apply(
         self, tx: Transaction, inbound: list[Inbound], now: datetime, seq_base: int
     ) -> _Applied:
+        phase = telemetry.BATCH_PHASE_SECONDS
+        started = time.perf_counter()
         view = View()
         await tx.load(view, prefetch_keys(inbound))
+        loaded = time.perf_counter()
         while True:
             try:
                 changes = apply_batch(
@@ -265,6 +276,7 @@ class BatchProcessor:
             except Missing as missing:
                 telemetry.VIEW_RELOADS.inc()
                 await tx.load_missing(view, missing)
+        ruled = time.perf_counter()
         # Stored entries of another writer: maybe unpublished, so published (again) first.
         leftovers = {
             campaign_id: (writer, entries)
@@ -276,9 +288,13 @@ class BatchProcessor:
         carried = [e for c in changes.campaigns if c in leftovers for e in leftovers[c][1]]
         dead = [semantic_dead_letter(r, now) for r in changes.rejections]
         await tx.write(view, changes, carried + new + dead, now, writer=self.writer)
+        written = time.perf_counter()
+        phase.labels("load").observe(loaded - started)
+        phase.labels("rules").observe(ruled - loaded)
+        phase.labels("write").observe(written - ruled)
         untouched = {c: v for c, v in leftovers.items() if c not in changes.campaigns}
         publish = [e for _, entries in untouched.values() for e in entries] + carried + new
-        return _Applied(changes, publish, {c: w for c, (w, _) in untouched.items()})
+        return _Applied(changes, publish, {c: w for c, (w, _) in untouched.items()}, written)
 
 
 def _chunks(inbound: list[Inbound]) -> list[list[Inbound]]:

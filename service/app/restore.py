@@ -292,6 +292,15 @@ def plan_restore(export: Export, stored: Stored) -> tuple[Plan, int | None]:
                 raise RestoreConflict(collection, doc["_id"], _difference(current, doc))
     plan.event_keys = [k for k in dict.fromkeys(export.event_keys()) if k not in stored.marked]
     if CAMPAIGNS in plan.inserts:
+        if stored.snapshot_revision is not None and not stored.tombstone:
+            # A live campaign here without its campaign document: never overwrite it (its
+            # revision could go backwards).
+            raise RestoreConflict(
+                "snapshots",
+                export.campaign_id,
+                f"a snapshot of this campaign is stored here (revision "
+                f"{stored.snapshot_revision}) but not its campaign document",
+            )
         plan.state = campaign_state(export, revision)
     elif plan.inserts:
         # The campaign document is here and identical, but some of its documents are not:

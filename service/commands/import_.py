@@ -66,8 +66,8 @@ async def _import(settings: Settings, raw: bytes) -> RestoreResult:
     try:
         with progress() as bar:
             task = bar.add_task(f"importing {export.campaign_id}", total=export.count())
+            await broker.connect()  # first: with Kafka away, nothing is written at all
             await store.ensure_schema()
-            await broker.connect()
             result = await restore(MongoRestore(store), publisher, export)
             bar.update(task, completed=export.count())
         return result

@@ -408,6 +408,22 @@ async def test_conflicting_import_is_refused_naming_the_document(
     finally:
         await client.close()
 
+    # Kafka unreachable: exit 3 before anything is written (no database even)
+    fresh = f"{other_database}_x"
+    run = await cli(
+        settings,
+        "import",
+        str(original),
+        MONGODB_DATABASE=fresh,
+        KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1",
+    )
+    assert run.code == 3 and run.error()["error"] == "kafka_unavailable", run.stderr
+    client = AsyncMongoClient(settings.mongodb_uri.get_secret_value())
+    try:
+        assert fresh not in await client.list_database_names()
+    finally:
+        await client.close()
+
     not_export = tmp_path / "not.json"
     not_export.write_bytes(b'{"hello": "world"}')
     run = await cli(settings, "import", str(not_export), MONGODB_DATABASE=other_database)

@@ -4,6 +4,7 @@ is checked, compared and turned back into the campaign's state."""
 from __future__ import annotations
 
 import base64
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ from service.app.replay import (
     replay_of,
 )
 from service.app.restore import (
+    IMPORT_WRITER,
     Export,
     InvalidExport,
     RestoreConflict,
@@ -27,6 +29,7 @@ from service.app.restore import (
     campaign_state,
     load_export,
     plan_restore,
+    restore,
 )
 from tests.unit import factories as f
 from tests.unit.memory_store import MemoryStore, deliver, one_by_one
@@ -224,6 +227,14 @@ def test_a_different_stored_document_is_a_conflict_naming_it() -> None:
     assert "content" in raised.value.detail
 
 
+def test_a_live_snapshot_without_its_campaign_document_is_never_overwritten() -> None:
+    store = MemoryStore()
+    deliver(store, one_by_one(full_flow("c-1")))
+    export = ledger_export(store, "c-1")
+    with pytest.raises(RestoreConflict, match="snapshots/c-1"):
+        plan_restore(export, nothing_stored(export, snapshot_revision=export.revision + 3))
+
+
 def test_a_purged_campaign_of_the_same_id_pushes_the_revision_past_its_last() -> None:
     store = MemoryStore()
     deliver(store, one_by_one(full_flow("c-1")))
@@ -263,3 +274,84 @@ def test_an_export_mixing_campaigns_is_refused() -> None:
     document["artifacts"][0]["active_version_id"] = "v-nowhere"
     with pytest.raises(InvalidExport, match="incomplete export"):
         load_export(orjson.dumps(document))
+
+
+# ---- publication after the commit (at least once) ----------------------------------------
+
+
+class FakeRestoreStore:
+    """The restore use case's store: one stored state, and what the use case did to it."""
+
+    def __init__(self, stored: Stored) -> None:
+        self.stored = stored
+        self.written: list[tuple[list[Any], str]] = []
+        self.confirmed: list[tuple[str, str]] = []
+
+    async def in_transaction(self, work: Any) -> Any:
+        return await work(self)
+
+    async def read(self, export: Export) -> Stored:
+        return self.stored
+
+    async def write(
+        self, export: Export, plan: Any, outbox: list[Any], now: datetime, **kw: Any
+    ) -> None:
+        self.written.append((outbox, kw["writer"]))
+
+    async def pending_outbox(self, campaign_ids: Any) -> list[Any]:
+        return []
+
+    async def delete_outbox(self, entries: Any) -> None:
+        return None
+
+    async def confirm_published(self, campaign_id: str, writer: str) -> None:
+        self.confirmed.append((campaign_id, writer))
+
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    async def publish(self, entries: Any) -> None:
+        self.sent.extend(entries)
+
+
+async def test_an_import_publishes_its_snapshot_then_confirms_it() -> None:
+    store = MemoryStore()
+    deliver(store, one_by_one(full_flow("c-1")))
+    export = ledger_export(store, "c-1")
+    fake, publisher = FakeRestoreStore(nothing_stored(export)), FakePublisher()
+    result = await restore(fake, publisher, export)
+    [(outbox, writer)] = fake.written
+    assert writer.startswith(IMPORT_WRITER)
+    assert [e.revision for e in publisher.sent] == [export.revision] == [result.revision]
+    assert publisher.sent == outbox and fake.confirmed == [("c-1", writer)]
+
+
+async def test_a_reimport_publishes_only_what_an_earlier_import_left_unconfirmed() -> None:
+    store = MemoryStore()
+    deliver(store, one_by_one(full_flow("c-1")))
+    export = ledger_export(store, "c-1")
+    fake, publisher = FakeRestoreStore(all_stored(export)), FakePublisher()
+    result = await restore(fake, publisher, export)
+    assert (result.published, publisher.sent, fake.written, fake.confirmed) == (0, [], [], [])
+
+    left = ["an entry the earlier import could not publish"]
+    stored = replace(all_stored(export), unconfirmed=("import:earlier", left))
+    fake, publisher = FakeRestoreStore(stored), FakePublisher()
+    result = await restore(fake, publisher, export)
+    assert fake.written == [] and publisher.sent == left and result.published == 1
+    assert fake.confirmed == [("c-1", "import:earlier")]
+
+
+async def test_a_conflict_writes_and_publishes_nothing() -> None:
+    store = MemoryStore()
+    deliver(store, one_by_one(full_flow("c-1")))
+    export = ledger_export(store, "c-1")
+    stored = all_stored(export)
+    campaign = export.documents["campaigns"][0]
+    stored.documents["campaigns"]["c-1"] = {**_dated(campaign), "status": "draft"}
+    fake, publisher = FakeRestoreStore(stored), FakePublisher()
+    with pytest.raises(RestoreConflict, match="campaigns/c-1"):
+        await restore(fake, publisher, export)
+    assert fake.written == [] and publisher.sent == []

@@ -146,10 +146,11 @@ class Child:
             "TOPIC_DEAD_LETTER": self.topics["dead"],
         }
         self.process: subprocess.Popen[bytes] | None = None
+        self.serve_args: list[str] = []  # e.g. ["--role", "api"] (bench/streams.py --split)
 
     async def start(self) -> None:
-        self.process = subprocess.Popen(  # noqa: ASYNC220 - started once, not awaited
-            [sys.executable, "-m", "service", "serve"], env=self.env, cwd=REPO
+        self.process = subprocess.Popen(  # noqa: ASYNC220, S603 - started once; our own command
+            [sys.executable, "-m", "service", "serve", *self.serve_args], env=self.env, cwd=REPO
         )
         async with httpx.AsyncClient() as client:
             for _ in range(240):

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -427,13 +428,7 @@ async def latency(bench: Bench, rate: float, seconds: float, publication: str) -
     sent: dict[str, list[float]] = {c: [] for c in campaign_ids(tag, campaigns)}
     arrived: dict[str, list[tuple[int, float]]] = {c: [] for c in sent}
     try:
-        await reader.start()
-        snapshot_topic = child.topics["snapshot"]
-        while not reader.partitions_for_topic(snapshot_topic):
-            await reader._client.force_metadata_update()
-            await asyncio.sleep(0.1)
-        reader.assign([TopicPartition(snapshot_topic, p) for p in range(PARTITIONS)])
-        await reader.seek_to_beginning()
+        await assign_all(reader, child.topics["snapshot"])
 
         async def read() -> None:
             while True:
@@ -465,11 +460,38 @@ async def latency(bench: Bench, rate: float, seconds: float, publication: str) -
         reading.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reading
+        phases = await batch_phases(child.url)
     finally:
         await reader.stop()
         child.stop()
         await drop(bench.mongo, child.env["MONGODB_DATABASE"])
-    return percentiles(sent, arrived)
+    return percentiles(sent, arrived) | phases
+
+
+async def assign_all(reader: AIOKafkaConsumer, topic: str) -> None:
+    await reader.start()
+    while not reader.partitions_for_topic(topic):
+        await reader._client.force_metadata_update()
+        await asyncio.sleep(0.1)
+    reader.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+    await reader.seek_to_beginning()
+
+
+async def batch_phases(url: str) -> dict[str, float]:
+    """Mean seconds per batch of each phase, and records per batch, from /metrics."""
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"{url}/metrics")).text
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        for name, into in (("_sum", sums), ("_count", counts)):
+            for metric in ("ledger_batch_phase_seconds", "ledger_batch_records"):
+                if line.startswith(metric + name):
+                    label = (
+                        line.split('phase="')[1].split('"')[0] if "phase=" in line else "records"
+                    )
+                    into[label] = float(line.rsplit(" ", 1)[1])
+    return {f"phase_{k}": v / counts[k] for k, v in sums.items() if counts.get(k)}
 
 
 def percentiles(
@@ -641,10 +663,15 @@ async def run(args: argparse.Namespace) -> None:
         for rate in args.latency_rates:
             for publication in args.latency_publication:
                 result = await latency(bench, rate, args.latency_seconds, publication)
+                phases = ", ".join(
+                    f"{k[6:]} {v * 1000:.0f} ms" if k != "phase_records" else f"{v:.0f} records"
+                    for k, v in result.items()
+                    if k.startswith("phase_")
+                )
                 print(
                     f"latency at {rate:.0f} events/s ({publication}, {result['events']:,} "
                     f"events): p50 {result['p50']:.0f} ms, p99 {result['p99']:.0f} ms, "
-                    f"max {result['max']:.0f} ms",
+                    f"max {result['max']:.0f} ms; per batch: {phases}",
                     flush=True,
                 )
         if args.fill:

@@ -30,6 +30,7 @@ import httpx
 import orjson
 import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from bench.__main__ import Child, event, servers
 
@@ -192,16 +193,48 @@ async def send_load(
     return total
 
 
+class RoleChild(Child):
+    """`campaign-ledger serve --role <role>`, sharing another child's topics and database."""
+
+    def __init__(self, kafka: str, mongo: str, role: str, like: Child) -> None:
+        super().__init__(kafka, mongo)
+        self.role = role
+        self.topics = like.topics
+        self.env = {**like.env, "HTTP_PORT": str(self.port)}
+        self.serve_args = ["--role", role]
+
+
+async def stamped_by_the_broker(kafka: str, topic: str) -> None:
+    """The snapshot topic, made before the service starts, with LogAppendTime: a record's
+    timestamp is then the moment the broker appended it, i.e. when it was published (not when
+    the service's producer queued it)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(topic, 6, 1, topic_configs={"message.timestamp.type": "LogAppendTime"})]
+        )
+    finally:
+        await admin.close()
+
+
 async def bench(args: argparse.Namespace) -> None:
     with servers() as (kafka, mongo):
         child = Child(kafka, mongo)
         child.env["STREAM_MAX_CLIENTS"] = str(args.clients + 100)
-        await child.start()
-        assert child.process is not None
+        await stamped_by_the_broker(kafka, child.topics["snapshot"])
+        children = [child]
+        if args.split:
+            # a consumer process and an API process: the streams' event loop never runs a batch
+            children = [RoleChild(kafka, mongo, "consumer", child)]
+            children.append(RoleChild(kafka, mongo, "api", child))
         try:
-            await measure(args, kafka, child)
+            for each in children:
+                await each.start()
+            await measure(args, kafka, children[-1])
         finally:
-            child.stop()
+            for each in children:
+                each.stop()
 
 
 async def measure(args: argparse.Namespace, kafka: str, child: Child) -> None:
@@ -332,6 +365,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--campaigns", type=int, default=50)
     parser.add_argument("--rate", type=int, default=100, help="events per second")
     parser.add_argument("--seconds", type=int, default=30)
+    parser.add_argument(
+        "--split", action="store_true", help="one --role consumer and one --role api process"
+    )
     # uvloop here too: 1,000 clients in one process must not be what the figures measure
     uvloop.run(bench(parser.parse_args(argv)))
 

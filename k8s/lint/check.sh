@@ -59,5 +59,6 @@ done
 
 echo "== compose.yaml (compose specification)"
 "$TOOLS/venv/bin/check-jsonschema" --builtin-schema vendor.compose-spec compose.yaml
-echo "== Dockerfile (hadolint)"
+echo "== Dockerfile (hadolint) and its dependency lock"
 "$TOOLS/venv/bin/hadolint" Dockerfile
+"$TOOLS/venv/bin/python" k8s/lint/lockcheck.py

@@ -100,13 +100,17 @@ class KafkaFeedFollower:
                 continue
             for partition, records in batches.items():
                 for record in records:
-                    if partition.topic == snapshot_topic:
-                        telemetry.FEED_DELAY.observe(
-                            max(0.0, time.time() - record.timestamp / 1000)
+                    try:
+                        if partition.topic == snapshot_topic:
+                            delay = time.time() - record.timestamp / 1000
+                            telemetry.FEED_DELAY.observe(max(0.0, delay))
+                            self._snapshot(record.value)
+                        else:
+                            self._dead_letter(record.value, record.timestamp)
+                    except Exception:  # one odd record must not end the feed for everyone
+                        log.exception(
+                            "feed_record_skipped", topic=partition.topic, offset=record.offset
                         )
-                        self._snapshot(record.value)
-                    else:
-                        self._dead_letter(record.value, record.timestamp)
 
     def _snapshot(self, value: bytes | None) -> None:
         data = _data(value)

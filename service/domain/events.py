@@ -329,7 +329,10 @@ class RejectedEventData(BaseModel):
     topic: str
     partition: int
     offset: int
-    key: str | None
+    key: str | None = Field(description="The original key when it is UTF-8 text.")
+    key_base64: str | None = Field(
+        default=None, description="The original key, base64, when it is not UTF-8."
+    )
     value: str | None = Field(default=None, description="The original value when it is UTF-8.")
     value_base64: str | None = Field(
         default=None, description="The original value, base64, when it is not UTF-8."

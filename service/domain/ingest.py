@@ -70,6 +70,8 @@ class Rejection:
             "offset": record.offset,
             "key": _text_or_none(record.key),
         }
+        if record.key is not None and data["key"] is None:
+            data["key_base64"] = base64.b64encode(record.key).decode("ascii")
         value = record.value or b""
         text = _text_or_none(value)
         data["value"] = text

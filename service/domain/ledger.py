@@ -19,7 +19,6 @@ The guarantees of the contract live here:
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 from collections.abc import Iterable, Sequence
@@ -339,9 +338,7 @@ class _Batch:
             stored = self.view.campaign(campaign_id)
             # A copy: the view must stay as loaded, since the rules may run again over it.
             campaign = (
-                copy.deepcopy(stored)
-                if stored is not None
-                else CampaignState.new(campaign_id, self.now)
+                stored.clone() if stored is not None else CampaignState.new(campaign_id, self.now)
             )
             self.campaigns[campaign_id] = campaign
         return campaign

@@ -87,6 +87,17 @@ class ArtifactState:
     version_count: int = 0
     active: ActiveVersion | None = None
 
+    def clone(self) -> ArtifactState:
+        # `active` is replaced, never changed in place: it can be shared.
+        return ArtifactState(
+            self.artifact_id,
+            self.artifact_type,
+            self.created_at,
+            self.updated_at,
+            self.version_count,
+            self.active,
+        )
+
     def render(self) -> dict[str, Any]:
         return {
             "artifact_id": self.artifact_id,
@@ -105,6 +116,17 @@ class RunState:
     completed_at: datetime | None = None
     error: str | None = None
     version_count: int = 0
+
+    def clone(self) -> RunState:
+        return RunState(
+            self.run_id,
+            self.status,
+            self.execution_mode,
+            self.started_at,
+            self.completed_at,
+            self.error,
+            self.version_count,
+        )
 
     def render(self) -> dict[str, Any]:
         return {
@@ -162,6 +184,30 @@ class CampaignState:
             updated_at=now,
             revision=after_revision,
             exists=False,
+        )
+
+    def clone(self) -> CampaignState:
+        """A copy the rules may change while this one stays as loaded.
+
+        What the rules change in place (artifacts, runs, counts, outcomes) is copied; times,
+        `brief` and the active versions are only ever replaced, so they are shared. Many
+        times cheaper than `copy.deepcopy`, which a batch would pay once per campaign.
+        """
+        return CampaignState(
+            campaign_id=self.campaign_id,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            revision=self.revision,
+            name=self.name,
+            brief=self.brief,
+            status=self.status,
+            deleted=self.deleted,
+            deleted_at=self.deleted_at,
+            artifacts={key: a.clone() for key, a in self.artifacts.items()},
+            runs={key: r.clone() for key, r in self.runs.items()},
+            counts=Counts(**self.counts.render()),
+            audit_outcomes=dict(self.audit_outcomes),
+            exists=self.exists,
         )
 
     def snapshot(self) -> dict[str, Any]:

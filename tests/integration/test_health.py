@@ -1,7 +1,8 @@
 """Health that tells the truth, against real Kafka and MongoDB.
 
 - The lag metric (`ledger_consumer_lag{topic,partition}`) shows records waiting while the
-  consumer is held, and goes back to 0 once it consumes them.
+  consumer is stalled (a hung batch, or MongoDB failing every batch), and goes back to 0 once
+  it consumes them.
 - The progress watchdog fails liveness (/healthz 503, `ledger_consumer_stalled` 1) when the
   consumer holds partitions with lag and commits nothing for WATCHDOG_STALL_SECONDS, and
   recovers when it moves again.
@@ -18,8 +19,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.adapters.mongo_store import StoreUnavailable
 from service.bootstrap import Service, build
 from tests.integration.harness import Ledger, eventually, isolated_settings, running_ledger
 
@@ -35,15 +38,19 @@ async def metric(ledger: Ledger, name: str, **labels: str) -> list[float]:
     ]
 
 
-def held_processor(release: asyncio.Event) -> Any:
-    """Replaces the processor's `process` by one that waits for `release` first: a consumer
-    that takes a batch and makes no progress (a hung MongoDB call, say)."""
+def held_processor(release: asyncio.Event, mode: str) -> Any:
+    """Replaces the processor's `process` until `release`: "hung" waits (a batch taken and
+    never finished, as with a hung MongoDB call); "unavailable" fails as a MongoDB outage
+    does (the batch is rewound and retried with growing pauses)."""
 
     def wrap(service: Service, _name: str) -> None:
         original = service.processor.process
 
         async def process(records: Any) -> Any:
-            await release.wait()
+            if mode == "hung":
+                await release.wait()
+            elif not release.is_set():
+                raise StoreUnavailable("MongoDB is away (test)")
             return await original(records)
 
         service.processor.process = process  # type: ignore[method-assign]
@@ -51,8 +58,9 @@ def held_processor(release: asyncio.Event) -> Any:
     return wrap
 
 
-async def test_lag_metric_and_watchdog_follow_a_held_consumer(
-    kafka_bootstrap: str, mongodb_uri: str
+@pytest.mark.parametrize("mode", ["hung", "unavailable"])
+async def test_lag_metric_and_watchdog_follow_a_stalled_consumer(
+    kafka_bootstrap: str, mongodb_uri: str, mode: str
 ) -> None:
     settings = isolated_settings(
         kafka_bootstrap,
@@ -61,11 +69,11 @@ async def test_lag_metric_and_watchdog_follow_a_held_consumer(
         watchdog_stall_seconds=2.0,
     )
     release = asyncio.Event()
-    async with running_ledger(settings, processor=held_processor(release)) as ledger:
+    async with running_ledger(settings, processor=held_processor(release, mode)) as ledger:
         topic = ledger.topic("artifact")
         # Bad values are fine: each is still consumed (as a dead letter) and committed.
         await ledger.send_raw("artifact", b"first", key=b"k")
-        await asyncio.sleep(1)  # the consumer takes it and is held
+        await asyncio.sleep(1)  # the consumer takes it and is stuck with it
         for n in range(5):
             await ledger.send_raw("artifact", f"next {n}".encode(), key=b"k")
 

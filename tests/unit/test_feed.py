@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 import pytest
 
+from service.adapters.kafka_feed import KafkaFeedFollower
 from service.app.feed import (
     RecentDeadLetters,
     Snapshot,
@@ -14,6 +16,7 @@ from service.app.feed import (
     SnapshotReader,
     StreamsFull,
 )
+from service.settings import Settings
 
 
 def snap(campaign: str, revision: int, deleted: bool = False) -> Snapshot:
@@ -154,3 +157,16 @@ def test_recent_dead_letters_keep_the_last_hour_without_values() -> None:
     items = recent.recent(now=5000.0 + 3600)
     assert [i.data["reason"] for i in items] == ["r0", "r1", "r2"]
     assert "value" not in items[0].data and len(items[0].data["value_preview"]) == 300
+
+
+def test_the_follower_ignores_records_that_are_not_snapshots_it_published() -> None:
+    f = feed()
+    follower = KafkaFeedFollower(Settings.defaults(), f, RecentDeadLetters())
+    for value in (None, b"", b"not json", b"[]", b'{"data": 1}', b'{"data": {"revision": 1}}'):
+        follower._snapshot(value)
+    assert f.cached("c-1") is None
+    event = {"data": {"campaign_id": "c-1", "revision": 2, "deleted": False, "counts": {}}}
+    follower._snapshot(orjson.dumps(event))
+    cached = f.cached("c-1")
+    assert cached is not None and cached.revision == 2
+    assert orjson.loads(cached.body) == event["data"]

@@ -421,6 +421,7 @@ def test_rejection_data_carries_the_utf8_value_as_text() -> None:
         "headers": [],
     }
     assert "value_base64" not in data
+    assert "key_base64" not in data
 
 
 def test_rejection_data_carries_a_non_utf8_value_as_base64() -> None:
@@ -431,11 +432,13 @@ def test_rejection_data_carries_a_non_utf8_value_as_base64() -> None:
     assert base64.b64decode(data["value_base64"]) == value
     assert data["value"] is None  # the text form is absent: the bytes are in value_base64
     assert data["key"] is None  # a key that is not UTF-8 cannot be shown as text
+    assert base64.b64decode(data["key_base64"]) == b"\xfe"  # but is kept, for replay
 
 
 def test_rejection_data_of_an_empty_value() -> None:
     data = rejected(RawRecord("t", 0, 0, None, None), "empty_value").as_data()
     assert data["key"] is None
+    assert "key_base64" not in data  # keyless: nothing to keep
     assert data["value"] == ""
 
 

@@ -5,6 +5,7 @@
 "use strict";
 
 const TOKEN_KEY = "campaign-ledger-token";
+const TIMELINE_VERSIONS = 20; // per artifact
 const state = { campaigns: new Map(), selected: null, detailStream: null, refresh: null };
 const $ = (id) => document.getElementById(id);
 
@@ -192,7 +193,10 @@ async function renderTimeline(snapshot) {
   const sections = [];
   for (const artifact of snapshot.artifacts) {
     const aid = encodeURIComponent(artifact.artifact_id);
-    const versions = (await api(`/campaigns/${cid}/artifacts/${aid}/versions?limit=500`)).items;
+    // The newest versions only: a long history stays one request per version shown.
+    const from = Math.max(0, artifact.version_count - TIMELINE_VERSIONS);
+    const versions = (await api(
+      `/campaigns/${cid}/artifacts/${aid}/versions?limit=${TIMELINE_VERSIONS}&after=${from}`)).items;
     const lineages = await Promise.all(versions.map((v) =>
       api(`/campaigns/${cid}/versions/${encodeURIComponent(v.version_id)}/audits`)));
     const list = el("ol", { class: "versions" });
@@ -224,7 +228,9 @@ async function renderTimeline(snapshot) {
       list.append(item);
     });
     sections.push(el("section", { class: "artifact-history", "aria-label": `History of ${artifact.artifact_id}` },
-      el("h4", { text: `${artifact.artifact_id} (${artifact.artifact_type})` }), list));
+      el("h4", { text: `${artifact.artifact_id} (${artifact.artifact_type})` }),
+      from > 0 ? el("p", { class: "muted", text: `v1 to v${from} not shown` }) : null,
+      list));
   }
   if (state.selected === snapshot.campaign_id) $("timeline").replaceChildren(...sections);
 }

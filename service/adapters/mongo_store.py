@@ -34,7 +34,7 @@ from pymongo.write_concern import WriteConcern
 
 from service.adapters import mongo_schema as cols
 from service.domain.events import Event
-from service.domain.ingest import RawRecord, decode
+from service.domain.ingest import RawRecord, decode, record_document, record_from_document
 from service.domain.ledger import Changes, HeldEvent, Inbound, Missing, View
 from service.domain.state import CampaignState, VersionState
 
@@ -606,25 +606,13 @@ def held_document(held: HeldEvent) -> Document:
         "event_type": held.inbound.event.type.value,
         "seq": held.seq,
         "held_at": held.held_at,
-        "record": {
-            "topic": record.topic,
-            "partition": record.partition,
-            "offset": record.offset,
-            "key": record.key,
-            "value": record.value,
-        },
+        # Headers and the timestamp too: a binary-mode event lives partly in them.
+        "record": record_document(record),
     }
 
 
 def held_record(doc: Document) -> RawRecord:
-    raw = doc["record"]
-    return RawRecord(
-        topic=raw["topic"],
-        partition=raw["partition"],
-        offset=raw["offset"],
-        key=bytes(raw["key"]) if raw["key"] is not None else None,
-        value=bytes(raw["value"]) if raw["value"] is not None else None,
-    )
+    return record_from_document(doc["record"])
 
 
 def held_event(doc: Document) -> HeldEvent:

@@ -48,15 +48,14 @@ class DeadLetter:
         return topic if isinstance(topic, str) and topic else None
 
     def value(self) -> bytes:
-        if isinstance(encoded := self.data.get("value_base64"), str):
-            try:
-                return base64.b64decode(encoded, validate=True)
-            except binascii.Error as error:
-                raise NotReplayable(f"value_base64 is not base64: {error}") from error
-        text = self.data.get("value")
-        if not isinstance(text, str):
+        value = _bytes(self.data, "value")
+        if value is None:
             raise NotReplayable("the dead letter keeps no value")
-        return text.encode("utf-8")
+        return value
+
+    def key(self) -> bytes | None:
+        """The original key bytes (`key`, or `key_base64` when they were not UTF-8)."""
+        return _bytes(self.data, "key")
 
     def campaign_id(self) -> str | None:
         """The key, or else `data.campaign_id` of the original value when it is JSON."""
@@ -146,14 +145,13 @@ def replay_of(letter: DeadLetter) -> Replay:
     topic = letter.original_topic
     if topic is None:
         raise NotReplayable("the dead letter names no original topic")
-    key = letter.data.get("key")
     headers = [h for h in _headers(letter.data.get("headers")) if h[0] != REPLAYED_FROM]
     headers.append((REPLAYED_FROM, letter.coordinates.encode("utf-8")))
     return Replay(
         replayed_from=letter.coordinates,
         reason=letter.reason,
         topic=topic,
-        key=key.encode("utf-8") if isinstance(key, str) else None,
+        key=letter.key(),
         value=letter.value(),
         headers=tuple(headers),
     )
@@ -165,12 +163,18 @@ def _headers(raw: Any) -> Iterable[tuple[str, bytes]]:
     for item in raw:
         if not isinstance(item, dict) or not isinstance(name := item.get("name"), str):
             raise NotReplayable(f"a header is not {{name, value|value_base64}}: {item!r}")
-        if isinstance(text := item.get("value"), str):
-            yield name, text.encode("utf-8")
-        elif isinstance(encoded := item.get("value_base64"), str):
-            try:
-                yield name, base64.b64decode(encoded, validate=True)
-            except binascii.Error as error:
-                raise NotReplayable(f"header {name} is not base64: {error}") from error
+        if (value := _bytes(item, "value")) is not None:
+            yield name, value
         else:
             raise NotReplayable(f"header {name} has no value")
+
+
+def _bytes(fields: dict[str, Any], name: str) -> bytes | None:
+    """`name` as text, or `name_base64` when the original bytes were not UTF-8; None if absent."""
+    if isinstance(encoded := fields.get(f"{name}_base64"), str):
+        try:
+            return base64.b64decode(encoded, validate=True)
+        except binascii.Error as error:
+            raise NotReplayable(f"{name}_base64 is not base64: {error}") from error
+    text = fields.get(name)
+    return text.encode("utf-8") if isinstance(text, str) else None

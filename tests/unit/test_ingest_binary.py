@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from service.domain.events import Event, EventType
 from service.domain.ingest import (
@@ -332,3 +334,47 @@ def test_a_binary_audit_is_held_until_its_version_then_attached() -> None:
     assert store.held == {}
     [report] = store.audit_reports.values()
     assert report["version_id"] == "v-1"
+
+
+# ---- property: any valid event reads the same in both modes ----------------------------------
+
+TEXT = st.text(
+    st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), min_size=1, max_size=40
+)
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(TEXT, inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@st.composite
+def valid_events(draw: st.DrawFn) -> tuple[dict[str, Any], int]:
+    campaign = draw(st.from_regex(r"[A-Za-z0-9._:-]{1,20}", fullmatch=True))
+    data = artifact_data(campaign_id=campaign, content=draw(st.dictionaries(TEXT, JSON_VALUES)))
+    event = artifact_event(id=draw(TEXT), source=draw(TEXT), data=data)
+    if draw(st.booleans()):
+        del event["time"]
+    if draw(st.booleans()):
+        event["subject"] = campaign
+    names = st.from_regex(r"[a-z0-9]{1,12}", fullmatch=True).filter(
+        lambda n: n not in {"specversion", "id", "source", "type", "time", "subject", "data"}
+    )
+    event.update(draw(st.dictionaries(names, TEXT, max_size=3)))  # extension attributes
+    return event, draw(st.integers(0, 2**41))
+
+
+@settings(max_examples=200, deadline=None)
+@given(valid_events(), st.sampled_from([None, "application/json", "application/x+json"]))
+def test_any_valid_event_decodes_the_same_in_both_modes(
+    drawn: tuple[dict[str, Any], int], content_type: str | None
+) -> None:
+    event, timestamp_ms = drawn
+    structured = dataclasses.replace(f.record(event), timestamp_ms=timestamp_ms)
+    assert decoded(binary(event, content_type=content_type, timestamp_ms=timestamp_ms)) == (
+        decoded(structured)
+    )

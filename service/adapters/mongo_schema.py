@@ -24,6 +24,8 @@ SNAPSHOTS = "snapshots"
 HELD_EVENTS = "held_events"
 PROCESSED_EVENTS = "processed_events"
 OUTBOX = "outbox"
+# One small document per processor start: the last batch whose outbox it published.
+PUBLISHERS = "outbox_publishers"
 
 NAMESPACE_EXISTS = 48  # the server's code when a collection was created concurrently
 INDEX_NOT_FOUND = 27
@@ -160,6 +162,9 @@ INDEXES: dict[str, list[IndexModel]] = {
     ],
     PROCESSED_EVENTS: [],  # read by _id only; kept through purges (see MongoStore.purge)
     OUTBOX: [IndexModel([("campaign_id", ASCENDING), ("revision", ASCENDING)])],
+    # Read by _id only; not sharded (a few documents). A mark gone after a week only means
+    # that writer's last entries, if still stored, are published once more.
+    PUBLISHERS: [IndexModel([("at", ASCENDING)], expireAfterSeconds=7 * 86400)],
 }
 
 

@@ -63,6 +63,18 @@ class ConcurrentUpdate(Exception):
     """Another writer changed a campaign this batch read; run the batch again."""
 
 
+# The batch of stored entries of unknown origin: never known to be published.
+UNKNOWN = 2**62
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """Who stored outbox entries: a processor (`writer`, new at each start) and its batch."""
+
+    writer: str
+    batch: int
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxEntry:
     """A message stored with the change that caused it, published after the commit.
@@ -184,10 +196,11 @@ class Transaction:
     def __init__(self, db: AsyncDatabase[Document], session: AsyncClientSession) -> None:
         self.db = db
         self.session = session
-        # Of each loaded snapshot document: the outbox entries it holds and who wrote them
-        # (published by that writer unless it failed: see BatchProcessor), and when its
+        # Of each loaded snapshot document: the outbox entries it holds with their writer,
+        # the batch of that writer that stored them (see `published_marks`), and when its
         # delete was noted.
         self.stored_outbox: dict[str, tuple[str, list[OutboxEntry]]] = {}
+        self.stored_batch: dict[str, int] = {}
         self.noted: dict[str, datetime | None] = {}
 
     def _col(self, name: str) -> AsyncCollection[Document]:
@@ -220,6 +233,7 @@ class Transaction:
                         doc.get("outbox_writer", ""),
                         [_entry(doc["_id"], e) for e in entries],
                     )
+                    self.stored_batch[doc["_id"]] = doc.get("outbox_batch", UNKNOWN)
                 view.campaigns[doc["_id"]] = (
                     CampaignState.new(doc["_id"], doc["purged_at"], after_revision=doc["revision"])
                     if doc.get("tombstone")
@@ -268,6 +282,28 @@ class Transaction:
         else:
             await self.load(view, {missing.kind: {missing.key}})
 
+    async def published_marks(self, writers: Iterable[str]) -> dict[str, int]:
+        """The last batch each writer published in full (its stamped entries up to it)."""
+        found = await self._find(cols.PUBLISHERS, {"_id": {"$in": sorted(set(writers))}})
+        return {doc["_id"]: doc["published_batch"] for doc in found}
+
+    async def restamp(self, campaigns: Mapping[str, int], stamp: Stamp) -> None:
+        """Entries of other writers that this batch publishes again, without rewriting their
+        documents: stamped as this batch's, so they are known published after it."""
+        if not campaigns:
+            return
+        ops = [
+            UpdateOne(
+                {"_id": cid, "campaign_id": cid, "revision": revision},
+                {"$set": {"outbox_writer": stamp.writer, "outbox_batch": stamp.batch}},
+            )
+            for cid, revision in campaigns.items()
+        ]
+        result = await self._col(cols.SNAPSHOTS).bulk_write(ops, session=self.session)
+        if result.matched_count != len(ops):
+            msg = "a campaign changed while this batch was applied"
+            raise ConcurrentUpdate(msg)
+
     async def claim_expired_holds(self, before: datetime, limit: int) -> list[Document]:
         found = await self._find(
             cols.HELD_EVENTS, {"held_at": {"$lt": before}}, sort=[("held_at", 1)], limit=limit
@@ -295,15 +331,18 @@ class Transaction:
         now: datetime,
         *,
         writer: str = "",
+        stamp: Stamp | None = None,
     ) -> None:
         """Everything the batch decided, in one transaction.
 
         Snapshot entries of the outbox ride in their campaign's snapshot document, which the
-        batch rewrites anyway: no outbox insert, read back or delete per batch. `writer`
-        names who will publish them (see `stored_outbox`). Entries of a campaign whose
-        document is not rewritten (dead letters) or too large for it go to the outbox
-        collection.
+        batch rewrites anyway: no outbox insert, read back or delete per batch. `stamp`
+        says who stores them in which batch (see `published_marks`); a bare `writer` has
+        no batch, so its entries are never known published (an import clears them itself).
+        Entries of a campaign whose document is not rewritten (dead letters) or too large
+        for it go to the outbox collection.
         """
+        stamp = stamp or Stamp(writer, UNKNOWN)
         s = self.session
         for collection, records in changes.inserts.items():
             await self._col(collection).insert_many(records, ordered=True, session=s)
@@ -346,7 +385,7 @@ class Transaction:
                 {"_id": {"$in": [mark_id(k) for k in changes.released]}}, session=s
             )
         in_documents, rest = _split_outbox(outbox, changes.campaigns)
-        await self._write_snapshots(view, changes, in_documents, writer, now)
+        await self._write_snapshots(view, changes, in_documents, stamp, now)
         if rest:
             chunks = outbox_chunks(rest)
             for chunk in chunks:
@@ -358,7 +397,7 @@ class Transaction:
         view: View,
         changes: Changes,
         outbox: Mapping[str, list[Document]],
-        writer: str,
+        stamp: Stamp,
         now: datetime,
     ) -> None:
         # Each campaign's newest snapshot was rendered by the rules already: reuse it.
@@ -390,7 +429,8 @@ class Transaction:
                 "deletion_noted_at": noted,
                 "written_at": now,
                 "outbox": outbox.get(cid, []),
-                "outbox_writer": writer,
+                "outbox_writer": stamp.writer,
+                "outbox_batch": stamp.batch,
             }
             if stored is None:
                 ops.append(InsertOne(doc))
@@ -472,6 +512,16 @@ class MongoStore:
             for doc in await cursor.to_list()
             for e in doc["entries"]
         ]
+
+    async def mark_published(self, stamp: Stamp, now: datetime) -> None:
+        """Every entry `stamp.writer` stored up to batch `stamp.batch` is published: a later
+        reader of those documents (this instance restarted, another one) need not send them
+        again. Written after the publication, before the offsets are committed."""
+        await self.db[cols.PUBLISHERS].update_one(
+            {"_id": stamp.writer},
+            {"$set": {"published_batch": stamp.batch, "at": now}},
+            upsert=True,
+        )
 
     async def delete_outbox(self, entries: Iterable[OutboxEntry]) -> None:
         """Forget published entries (all of each stored chunk is published together)."""
@@ -634,6 +684,7 @@ __all__ = [
     "ConcurrentUpdate",
     "MongoStore",
     "OutboxEntry",
+    "Stamp",
     "StoreRejected",
     "StoreUnavailable",
     "Transaction",

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +27,7 @@ from service.adapters.mongo_store import (
     ConcurrentUpdate,
     MongoStore,
     OutboxEntry,
+    Stamp,
     StoreRejected,
     Transaction,
 )
@@ -50,8 +50,6 @@ log = structlog.get_logger(__name__)
 
 SOURCE = "urn:campaign-ledger"
 MAX_CONFLICT_RETRIES = 8
-# Campaigns whose adopted leftovers are remembered (past it, one may be published again).
-ADOPTED_MEMORY = 10_000
 TRANSACTION_BYTES = 8 * 1024 * 1024
 
 
@@ -135,20 +133,19 @@ class _Applied:
     changes: Changes
     # what to publish after the commit, each campaign's revisions in order
     publish: list[OutboxEntry]
-    # campaigns whose stored entries of another writer this batch publishes again
-    adopted: dict[str, str]
     written: float  # perf_counter() when the writes were sent, before the commit
 
 
 class BatchProcessor:
     """Runs the batches of one consumer, one after the other.
 
-    The snapshot outbox rides in the snapshot documents (see `Transaction.write`), marked
-    with `writer`: this processor's name until a batch fails. Entries a document holds from
-    the current writer were published (the batch that wrote them published them before the
-    next one started); entries of any other writer (an instance that crashed, or this one
-    before a failure) may not have been, so the next batch touching that campaign publishes
-    them again, first, and carries them into the document it rewrites.
+    The snapshot outbox rides in the snapshot documents (see `Transaction.write`), stamped
+    with this processor's `writer` name (new at each start) and the batch number. After a
+    batch's publication the store notes "writer W published up to batch B" (one small
+    write). A loaded document whose stamp is past its writer's mark (a crash or a failure
+    between commit and publication) has entries that may never have gone out: the batch
+    publishes them again, first, and carries them into the document it rewrites, or
+    restamps the document it does not rewrite, so they go out once more, not every time.
     """
 
     def __init__(
@@ -166,19 +163,10 @@ class BatchProcessor:
         self.publication: Publication = publication
         self.clock = clock
         self.writer = uuid.uuid4().hex
-        # campaign -> the other writer whose stored entries this processor published again
-        self.adopted: OrderedDict[str, str] = OrderedDict()
+        self.batches = 0  # the number of the last batch begun
+        self.published = 0  # every entry of this writer up to this batch is published
 
     async def process(self, records: Sequence[RawRecord]) -> BatchResult:
-        try:
-            return await self._process(records)
-        except BaseException:
-            # Something this batch stored may be unpublished: from now on this processor
-            # writes under a new name, so the next batch touching those campaigns sends them.
-            self.writer = uuid.uuid4().hex
-            raise
-
-    async def _process(self, records: Sequence[RawRecord]) -> BatchResult:
         started = time.perf_counter()
         stamps = [r.timestamp_ms for r in records if r.timestamp_ms is not None]
         if stamps:
@@ -233,10 +221,12 @@ class BatchProcessor:
         """Apply in one transaction, then publish the touched campaigns' outbox."""
         now = self.clock()
         seq_base = time.time_ns()
+        self.batches += 1
+        stamp = Stamp(self.writer, self.batches)
         for attempt in range(MAX_CONFLICT_RETRIES):
             try:
                 applied = await self.store.in_transaction(
-                    lambda tx: self._apply(tx, inbound, now, seq_base)
+                    lambda tx: self._apply(tx, inbound, now, seq_base, stamp)
                 )
                 break
             except ConcurrentUpdate:
@@ -251,16 +241,14 @@ class BatchProcessor:
         # large for their document) go first: a leftover there is older than anything new.
         pending = await self.store.pending_outbox({i.event.campaign_id for i in inbound})
         await self.publisher.publish(pending + applied.publish)
-        for campaign_id, writer in applied.adopted.items():
-            self.adopted[campaign_id] = writer
-            self.adopted.move_to_end(campaign_id)
-        while len(self.adopted) > ADOPTED_MEMORY:
-            self.adopted.popitem(last=False)
+        if applied.publish:
+            await self.store.mark_published(stamp, now)
+        self.published = stamp.batch
         telemetry.BATCH_PHASE_SECONDS.labels("publish").observe(time.perf_counter() - committed)
         return applied.changes, pending
 
     async def _apply(
-        self, tx: Transaction, inbound: list[Inbound], now: datetime, seq_base: int
+        self, tx: Transaction, inbound: list[Inbound], now: datetime, seq_base: int, stamp: Stamp
     ) -> _Applied:
         phase = telemetry.BATCH_PHASE_SECONDS
         started = time.perf_counter()
@@ -277,24 +265,40 @@ class BatchProcessor:
                 telemetry.VIEW_RELOADS.inc()
                 await tx.load_missing(view, missing)
         ruled = time.perf_counter()
-        # Stored entries of another writer: maybe unpublished, so published (again) first.
-        leftovers = {
-            campaign_id: (writer, entries)
-            for campaign_id, (writer, entries) in tx.stored_outbox.items()
-            if writer != self.writer and self.adopted.get(campaign_id) != writer
-        }
+        leftovers = await self._leftovers(tx)
         new = [snapshot_entry(s, now) for s in changes.snapshots]
         # A rewritten document keeps its leftovers until they are known to be published.
-        carried = [e for c in changes.campaigns if c in leftovers for e in leftovers[c][1]]
+        carried = [e for c in changes.campaigns if c in leftovers for e in leftovers[c]]
         dead = [semantic_dead_letter(r, now) for r in changes.rejections]
-        await tx.write(view, changes, carried + new + dead, now, writer=self.writer)
+        await tx.write(view, changes, carried + new + dead, now, stamp=stamp)
+        untouched = {c: v for c, v in leftovers.items() if c not in changes.campaigns}
+        await tx.restamp({c: _revision(view, c) for c in untouched}, stamp)
         written = time.perf_counter()
         phase.labels("load").observe(loaded - started)
         phase.labels("rules").observe(ruled - loaded)
         phase.labels("write").observe(written - ruled)
-        untouched = {c: v for c, v in leftovers.items() if c not in changes.campaigns}
-        publish = [e for _, entries in untouched.values() for e in entries] + carried + new
-        return _Applied(changes, publish, {c: w for c, (w, _) in untouched.items()}, written)
+        publish = [e for entries in untouched.values() for e in entries] + carried + new
+        return _Applied(changes, publish, written)
+
+    async def _leftovers(self, tx: Transaction) -> dict[str, list[OutboxEntry]]:
+        """Stored entries not known to be published: stamped past their writer's mark."""
+        marks = {self.writer: self.published}
+        others = {writer for writer, _ in tx.stored_outbox.values()} - marks.keys()
+        if others:
+            marks.update(await tx.published_marks(others))
+        return {
+            campaign_id: entries
+            for campaign_id, (writer, entries) in tx.stored_outbox.items()
+            if tx.stored_batch[campaign_id] > marks.get(writer, 0)
+        }
+
+
+def _revision(view: View, campaign_id: str) -> int:
+    state = view.campaigns[campaign_id]
+    if state is None:  # pragma: no cover - a stored document is loaded as a state
+        msg = f"campaign {campaign_id} has stored entries but no state"
+        raise AssertionError(msg)
+    return state.revision
 
 
 def _chunks(inbound: list[Inbound]) -> list[list[Inbound]]:

@@ -14,11 +14,14 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, get_args
 
+import structlog
 import uvicorn
 
 from service.app.telemetry import configure_logging
 from service.bootstrap import Role, build
 from service.settings import Settings
+
+log = structlog.get_logger(__name__)
 
 
 class _Server(uvicorn.Server):
@@ -86,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
     role: Role = args.role
+    # What this process runs with, for whoever debugs it; secrets dump as "**********".
+    log.debug("settings", role=role, **settings.model_dump(mode="json"))
     service = build(settings, role)
     sockets: list[socket.socket] = []
     for port in ports(settings, role):

@@ -34,9 +34,17 @@ class MongoReads:
             {"_id": artifact_id, "campaign_id": campaign_id}
         )
 
-    async def version_page(self, artifact_id: str, after: int, limit: int) -> list[Document]:
+    async def version_page(
+        self, campaign_id: str, artifact_id: str, after: int, limit: int
+    ) -> list[Document]:
+        # Campaign first: one shard, and the unique (campaign_id, artifact_id, version_number)
+        # index serves the page.
         cursor = self.db[cols.VERSIONS].find(
-            {"artifact_id": artifact_id, "version_number": {"$gt": after}},
+            {
+                "campaign_id": campaign_id,
+                "artifact_id": artifact_id,
+                "version_number": {"$gt": after},
+            },
             {"content": 0},
             sort=[("version_number", 1)],
             limit=limit,
@@ -101,7 +109,8 @@ class MongoReads:
         if collection == cols.VERSIONS:  # artifact by artifact: served by the history index
             for artifact_id in await self.artifact_ids(campaign_id):
                 cursor = self.db[cols.VERSIONS].find(
-                    {"artifact_id": artifact_id}, sort=[("version_number", 1)]
+                    {"campaign_id": campaign_id, "artifact_id": artifact_id},
+                    sort=[("version_number", 1)],
                 )
                 async for doc in cursor:
                     yield doc

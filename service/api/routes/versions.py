@@ -74,7 +74,7 @@ def router(reads: MongoReads) -> APIRouter:
         start = page_after(after)
         if await reads.artifact(campaign_id, artifact_id) is None:
             raise HTTPException(404, f"campaign {campaign_id} has no artifact {artifact_id}")
-        docs = await reads.version_page(artifact_id, start, limit + 1)
+        docs = await reads.version_page(campaign_id, artifact_id, start, limit + 1)
         items = [version_item(d) for d in docs[:limit]]
         more = len(docs) > limit
         return json_response(

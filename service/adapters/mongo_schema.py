@@ -124,13 +124,12 @@ INDEXES: dict[str, list[IndexModel]] = {
     CAMPAIGNS: [],
     ARTIFACTS: [IndexModel([("campaign_id", ASCENDING), ("_id", ASCENDING)])],
     VERSIONS: [
-        # A number is never used twice; also the archive successor (read backwards) and purge.
+        # A number is never used twice; also the archive successor (read backwards), purge,
+        # and the version history pages and export (they ask by campaign and artifact).
         IndexModel(
             [("campaign_id", ASCENDING), ("artifact_id", ASCENDING), ("version_number", ASCENDING)],
             unique=True,
         ),
-        # Version history pages and export, which ask by artifact alone.
-        IndexModel([("artifact_id", ASCENDING), ("version_number", ASCENDING)]),
         # Sparse: only versions that carry the link are indexed.
         IndexModel([("feedback_id", ASCENDING)], sparse=True),
         IndexModel([("parent_version_id", ASCENDING)], sparse=True),
@@ -182,7 +181,7 @@ async def ensure_schema(db: AsyncDatabase[dict[str, Any]]) -> None:
                     raise
         if validator is not None:
             await db.command("collMod", name, validator=validator, validationLevel="strict")
-        await _drop_unshardable_unique_indexes(db, name)
+        await _drop_retired_indexes(db, name)
         if indexes:
             await db[name].create_indexes(indexes)
 
@@ -195,11 +194,22 @@ def unshardable(index: Mapping[str, Any]) -> bool:
     return first != "campaign_id"
 
 
-async def _drop_unshardable_unique_indexes(db: AsyncDatabase[dict[str, Any]], name: str) -> None:
-    """Databases made by earlier versions had unique indexes not led by `campaign_id`; the new
-    ones (created right after) enforce the same uniqueness."""
+# Indexes earlier versions created that no query needs any more: each costs every insert.
+RETIRED_INDEXES: dict[str, set[tuple[tuple[str, Any], ...]]] = {
+    VERSIONS: {(("artifact_id", ASCENDING), ("version_number", ASCENDING))},
+}
+
+
+def retired(collection: str, index: Mapping[str, Any]) -> bool:
+    """An index to drop: unique but not led by `campaign_id` (the new ones, created right
+    after, enforce the same uniqueness), or one that no query uses any more."""
+    key = tuple((field, int(order)) for field, order in index["key"].items())
+    return unshardable(index) or key in RETIRED_INDEXES.get(collection, set())
+
+
+async def _drop_retired_indexes(db: AsyncDatabase[dict[str, Any]], name: str) -> None:
     async for index in await db[name].list_indexes():
-        if unshardable(index):
+        if retired(name, index):
             try:
                 await db[name].drop_index(index["name"])
             except OperationFailure as error:

@@ -352,7 +352,8 @@ async def test_api_tokens_guard_every_route_but_health(
 async def test_indexes_and_validators_exist(ledger: Ledger) -> None:
     info = await ledger.db.versions.index_information()
     keys = {tuple(k for k, _ in spec["key"]) for spec in info.values()}
-    assert ("artifact_id", "version_number") in keys
+    assert ("campaign_id", "artifact_id", "version_number") in keys
+    assert ("artifact_id", "version_number") not in keys  # retired: every insert paid for it
     options = {
         c["name"]: c["options"] for c in await (await ledger.db.list_collections()).to_list()
     }
@@ -365,7 +366,9 @@ async def test_indexes_and_validators_exist(ledger: Ledger) -> None:
         "orchestration_runs",
     ):
         assert "$jsonSchema" in options[name]["validator"], name
-    cursor = ledger.db.versions.find({"artifact_id": "x", "version_number": {"$gt": 5}})
+    cursor = ledger.db.versions.find(
+        {"campaign_id": "c", "artifact_id": "x", "version_number": {"$gt": 5}}
+    )
     plan = await cursor.sort("version_number", 1).limit(50).explain()
     assert "COLLSCAN" not in str(plan)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
+from pymongo import ASCENDING, IndexModel
+
 from service.adapters.mongo_schema import ENTITY_COLLECTIONS, INDEXES
 from service.adapters.mongo_store import MongoStore
 
@@ -24,3 +26,24 @@ async def test_instances_starting_together_all_set_up_the_schema(mongodb_uri: st
             await stores[0].client.drop_database(database)
             for store in stores:
                 await store.close()
+
+
+async def test_retired_indexes_are_dropped_at_start(mongodb_uri: str) -> None:
+    """An index an earlier version made and no query uses any more costs every insert."""
+    store = MongoStore.connect(mongodb_uri, f"ledger_schema_{uuid.uuid4().hex[:8]}")
+    try:
+        await store.db.versions.create_indexes(
+            [IndexModel([("artifact_id", ASCENDING), ("version_number", ASCENDING)])]
+        )
+        assert await _index_keys(store) >= {("artifact_id", "version_number")}
+        await store.ensure_schema()
+        keys = await _index_keys(store)
+        assert ("artifact_id", "version_number") not in keys
+        assert ("campaign_id", "artifact_id", "version_number") in keys
+    finally:
+        await store.client.drop_database(store.db.name)
+        await store.close()
+
+
+async def _index_keys(store: MongoStore) -> set[tuple[str, ...]]:
+    return {tuple(i["key"]) async for i in await store.db.versions.list_indexes()}

@@ -54,6 +54,7 @@ class KafkaFeedFollower:
         )
         await consumer.start()
         try:
+            await self._await_topics(consumer)
             # Without a group, subscribing assigns every partition of both topics (and any
             # added later) as soon as their metadata is known.
             consumer.subscribe([s.topic_snapshot_updated, s.topic_dead_letter])
@@ -76,6 +77,24 @@ class KafkaFeedFollower:
         self._consumer = consumer
         self._task = asyncio.create_task(self._follow(consumer), name="snapshot-feed")
         log.info("feed_started", partitions=len(snapshot_parts) + len(dead_parts))
+
+    async def _await_topics(self, consumer: AIOKafkaConsumer, timeout: float = 30.0) -> None:
+        """Wait until both topics exist before naming them to the broker.
+
+        A subscription names its topics in metadata requests, which aiokafka sends allowing
+        auto-creation: on a broker with `auto.create.topics.enable` an `--role api` instance
+        started before any consumer would create the snapshot topic uncompacted. Listing
+        every topic (what `topics()` asks) creates nothing; the consumer role or the platform
+        team creates them (KAFKA_CREATE_TOPICS).
+        """
+        wanted = {self.settings.topic_snapshot_updated, self.settings.topic_dead_letter}
+        deadline = time.monotonic() + timeout
+        while missing := sorted(wanted - await consumer.topics()):
+            if time.monotonic() > deadline:
+                msg = f"Kafka topics missing after {timeout:.0f} s: {', '.join(missing)}"
+                raise RuntimeError(msg)
+            log.info("feed_waiting_for_topics", missing=missing)
+            await asyncio.sleep(1.0)
 
     async def _assigned(
         self, consumer: AIOKafkaConsumer, timeout: float = 30.0

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, Self, TypeVar
 
 import pytest
 from pymongo import MongoClient
@@ -46,7 +46,14 @@ from dev.stack import (
 )
 
 Origin = Literal["env", "container", "local"]
-S = TypeVar("S", bound=LocalServer)
+
+
+class _Startable(Protocol):
+    def start(self) -> Self: ...
+
+
+# A server or a cluster: anything that starts on ports it picked itself.
+Started = TypeVar("Started", bound=_Startable)
 
 KAFKA_IMAGE = "apache/kafka:4.1.1"  # same version as dev/kafka/pom.xml
 MONGO_IMAGE = "mongo:8"
@@ -192,7 +199,7 @@ def _start_mongo_container() -> tuple[str, Callable[[], None]]:
 # --------------------------------------------------------------------------- local
 
 
-def _start_local(make: Callable[[], S], attempts: int = 3) -> S:
+def start_local(make: Callable[[], Started], attempts: int = 3) -> Started:
     """Start a server on fresh free ports, retrying if another process grabbed a port."""
     for attempt in range(1, attempts + 1):
         server = make()
@@ -214,7 +221,7 @@ def _local_kafka(tmp_path_factory: pytest.TempPathFactory) -> KafkaServer:
             die_with_parent=True,
         )
 
-    return _start_local(make)
+    return start_local(make)
 
 
 def _local_mongo(tmp_path_factory: pytest.TempPathFactory) -> MongoServer:
@@ -222,7 +229,7 @@ def _local_mongo(tmp_path_factory: pytest.TempPathFactory) -> MongoServer:
         (port,) = free_ports(1)
         return MongoServer(tmp_path_factory.mktemp("mongo"), port=port, die_with_parent=True)
 
-    return _start_local(make)
+    return start_local(make)
 
 
 def _provide(

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from dev.stack import KafkaCluster, StackError
+from dev.stack import KafkaCluster
 from tests.chaos.cluster import (
     ClusterSender,
     ConfiguredDeployment,
@@ -39,6 +39,7 @@ from tests.chaos.cluster import (
 )
 from tests.chaos.processes import INPUT_KINDS, MixedStream, ServiceProcess
 from tests.chaos.test_never_lose import assert_clean, settle, verify
+from tests.servers import start_local
 
 pytestmark = pytest.mark.slow
 
@@ -48,16 +49,11 @@ OUTAGE = 15.0  # seconds the killed node stays down while the stream goes on
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
-    for attempt in range(3):
-        made = KafkaCluster(
+    made = start_local(
+        lambda: KafkaCluster(
             tmp_path_factory.mktemp("kafka-cluster"), heap_max="512m", die_with_parent=True
         )
-        try:
-            made.start()
-            break
-        except StackError as exc:  # another process took a free port first: pick again
-            if "already in use" not in str(exc) or attempt == 2:
-                raise
+    )
     try:
         yield made
     finally:

@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
-from dev.stack import KafkaListener, KafkaServer, MongoServer, StackError, free_ports
+from dev.stack import KafkaListener, KafkaServer, MongoServer, free_ports
 from tests.security.helpers import SASL_USERS, AuthMongo, Pki, SecureKafka, make_pki, secret
+from tests.servers import start_local
 
 SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
 PLAIN_LOGIN = "org.apache.kafka.common.security.plain.PlainLoginModule required"
@@ -54,9 +55,10 @@ def secure_kafka(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator
         "listener.name.ssl.ssl.keystore.key": pki.key_pem,
         "listener.name.ssl.ssl.client.auth": "none",
     }
-    for attempt in range(3):
+
+    def make() -> KafkaServer:
         port, controller, sasl_port, ssl_port = free_ports(4)
-        server = KafkaServer(
+        return KafkaServer(
             tmp_path_factory.mktemp("secure-kafka"),
             port=port,
             controller_port=controller,
@@ -70,12 +72,8 @@ def secure_kafka(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator
             ready_timeout=120,
             die_with_parent=True,
         )
-        try:
-            server.start()
-            break
-        except StackError as exc:  # another process took a free port first: pick again
-            if "already in use" not in str(exc) or attempt == 2:
-                raise
+
+    server = start_local(make)
     try:
         yield SecureKafka(server, passwords, pki.ca_file)
     finally:

@@ -27,13 +27,14 @@ from typing import Any
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from dev.stack import KafkaAuth, KafkaServer, StackError, free_port, free_ports, grant_acls
+from dev.stack import KafkaAuth, KafkaServer, free_port, free_ports, grant_acls
 from service.bootstrap import build
 from service.settings import Settings
 from tests.chaos.cluster import ConfiguredDeployment, topic_layout
 from tests.chaos.processes import REPO_ROOT, TOPIC_SETTINGS, MixedStream, Sender, ServiceProcess
 from tests.chaos.test_never_lose import assert_clean, settle, verify
 from tests.security.helpers import secret
+from tests.servers import start_local
 
 pytestmark = pytest.mark.slow
 
@@ -92,9 +93,10 @@ class LockedKafka:
 @pytest.fixture(scope="module")
 def locked_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LockedKafka]:
     passwords = {ADMIN: secret("adm"), USER: secret("usr")}
-    for attempt in range(3):
+
+    def make() -> KafkaServer:
         port, controller, sasl_port = free_ports(3)
-        server = KafkaServer(
+        return KafkaServer(
             tmp_path_factory.mktemp("acl-kafka"),
             port=port,
             controller_port=controller,
@@ -103,12 +105,8 @@ def locked_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LockedKaf
             ready_timeout=120,
             die_with_parent=True,
         )
-        try:
-            server.start()
-            break
-        except StackError as exc:  # another process took a free port first: pick again
-            if "already in use" not in str(exc) or attempt == 2:
-                raise
+
+    server = start_local(make)
     try:
         yield LockedKafka(server, passwords)
     finally:

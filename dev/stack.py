@@ -724,6 +724,17 @@ def _property_value(value: str | int | bool) -> str:
     return str(value)
 
 
+def run_java(command: list[str], what: str) -> str:
+    """Run one of Kafka's Java tools to completion; its stdout, or StackError with its output."""
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    if result.returncode != 0:
+        raise StackError(
+            f"{what} failed (exit {result.returncode}):\n"
+            f"{(result.stdout + result.stderr).strip()[-4000:]}"
+        )
+    return result.stdout
+
+
 def new_cluster_id() -> str:
     """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (as Kafka's Uuid).
 
@@ -935,19 +946,8 @@ class KafkaServer(LocalServer):
         self.config_file.write_text("\n".join(lines) + "\n", encoding="latin-1")
 
     def _run_tool(self, *args: str) -> str:
-        result = subprocess.run(
-            [*self._java_base(), "kafka.tools.StorageTool", *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        if result.returncode != 0:
-            raise StackError(
-                f"kafka.tools.StorageTool {args[0]} failed (exit {result.returncode}):\n"
-                f"{(result.stdout + result.stderr).strip()[-4000:]}"
-            )
-        return result.stdout
+        command = [*self._java_base(), "kafka.tools.StorageTool", *args]
+        return run_java(command, f"kafka.tools.StorageTool {args[0]}")
 
     def _format_storage(self) -> None:
         cluster_id = self.cluster_id or new_cluster_id()
@@ -1024,22 +1024,14 @@ def grant_acls(
             )
             handle.flush()
             config = handle.name
-        result = subprocess.run(
+        output = run_java(
             [
                 *(find_java(), "-cp", f"{lib_dir}/*", str(KAFKA_ACLS_TOOL), bootstrap, config),
                 *(principal, *grants),
             ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
+            "granting ACLs",
         )
-    if result.returncode != 0:
-        raise StackError(
-            f"granting ACLs failed (exit {result.returncode}):\n"
-            f"{(result.stdout + result.stderr).strip()[-4000:]}"
-        )
-    return [line for line in result.stdout.splitlines() if line.startswith("(pattern=")]
+    return [line for line in output.splitlines() if line.startswith("(pattern=")]
 
 
 # --------------------------------------------------------------------------- Kafka cluster

@@ -215,9 +215,10 @@ class Bench:
     campaigns: int
     versions: int
     tmp: Path
+    role: str = "consumer"
 
     async def service(self, publication: str, env: dict[str, str] | None = None) -> Drain:
-        child = await service_child(self.kafka, self.mongo)
+        child = await service_child(self.kafka, self.mongo, self.role)
         database = child.env["MONGODB_DATABASE"]
         child.env.update(
             {
@@ -254,6 +255,7 @@ class Bench:
             drain = await waiter
             assert child.process is not None
             drain.extra["rss_mb"] = rss_mb(child.process.pid)
+            drain.extra["phases"] = await batch_phases(child.url)
             return drain
         finally:
             child.stop()
@@ -389,9 +391,11 @@ class Bench:
         return Drain(name, result["documents"], result["seconds"], cpu)
 
 
-async def service_child(kafka: str, mongo: str) -> Child:
-    """`campaign-ledger serve` with its own topics, created beforehand with equal partitions."""
+async def service_child(kafka: str, mongo: str, role: str) -> Child:
+    """`campaign-ledger serve --role R` with its own topics, created beforehand with equal
+    partitions."""
     child = Child(kafka, mongo)
+    child.serve_args = ["--role", role]
     await create_topics(kafka, list(child.topics.values()))
     return child
 
@@ -415,7 +419,7 @@ async def latency(bench: Bench, rate: float, seconds: float, publication: str) -
     records = artifact_events(tag, campaigns, -(-total // campaigns))[:total]
     topic = f"{tag}.artifact"
     await create_topics(bench.kafka, [topic])
-    child = await service_child(bench.kafka, bench.mongo)
+    child = await service_child(bench.kafka, bench.mongo, bench.role)
     child.env.update(
         {
             "TOPIC_ARTIFACT_GENERATED": topic,
@@ -492,6 +496,15 @@ async def batch_phases(url: str) -> dict[str, float]:
                     )
                     into[label] = float(line.rsplit(" ", 1)[1])
     return {f"phase_{k}": v / counts[k] for k, v in sums.items() if counts.get(k)}
+
+
+def phase_line(phases: dict[str, float]) -> str:
+    """`batch_phases` as one line: records per batch, then milliseconds per phase."""
+    return ", ".join(
+        f"{k[6:]} {v * 1000:.0f} ms" if k != "phase_records" else f"{v:.0f} records"
+        for k, v in phases.items()
+        if k.startswith("phase_")
+    )
 
 
 def percentiles(
@@ -633,7 +646,9 @@ async def run(args: argparse.Namespace) -> None:
             args.campaigns,
             args.versions,
             Path(tmp),
+            args.role,
         )
+        print(f"service role: --role {args.role}", flush=True)
         systems = [s.strip() for s in args.systems.split(",") if s.strip()]
         drains: list[Drain] = []
         for round_ in range(1, args.rounds + 1):
@@ -658,16 +673,14 @@ async def run(args: argparse.Namespace) -> None:
                     f"broker {drain.per_event_us(2):,.0f})",
                     flush=True,
                 )
+                if phases := drain.extra.get("phases"):
+                    print(f"         per batch: {phase_line(phases)}", flush=True)
         if drains:
             report(drains)
         for rate in args.latency_rates:
             for publication in args.latency_publication:
                 result = await latency(bench, rate, args.latency_seconds, publication)
-                phases = ", ".join(
-                    f"{k[6:]} {v * 1000:.0f} ms" if k != "phase_records" else f"{v:.0f} records"
-                    for k, v in result.items()
-                    if k.startswith("phase_")
-                )
+                phases = phase_line(result)
                 print(
                     f"latency at {rate:.0f} events/s ({publication}, {result['events']:,} "
                     f"events): p50 {result['p50']:.0f} ms, p99 {result['p99']:.0f} ms, "
@@ -680,7 +693,7 @@ async def run(args: argparse.Namespace) -> None:
 
 async def fill(bench: Bench, target: int) -> None:
     """Drain rate and RSS as the database fills, with the raw ceiling at the same fill."""
-    child = await service_child(bench.kafka, bench.mongo)
+    child = await service_child(bench.kafka, bench.mongo, bench.role)
     database = child.env["MONGODB_DATABASE"]
     ceiling_db = f"ceiling_fill_{uuid.uuid4().hex[:6]}"
     tag = f"fill-{uuid.uuid4().hex[:6]}"
@@ -758,6 +771,13 @@ def main() -> None:
     parser.add_argument("--latency-publication", nargs="*", default=["every"])
     parser.add_argument(
         "--fill", type=int, nargs="?", const=1_000_000, default=0, help="fill run to N events"
+    )
+    parser.add_argument(
+        "--role",
+        choices=("consumer", "all"),
+        default="consumer",
+        help="the service's role: consumer, as a sink is deployed (k8s/), or all (make run), "
+        "which also follows the snapshot topic for the HTTP streams",
     )
     parser.add_argument("--workdir", help="where the servers' data and logs go (default /tmp)")
     parser.add_argument("--db-pid", type=int, help="the database's pid, for external servers")

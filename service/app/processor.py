@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+import orjson
 import structlog
 
 from service.adapters.mongo_store import (
@@ -107,7 +108,7 @@ def dead_letter(rejection: Rejection, now: datetime, campaign_id: str = "") -> O
         kind="dead_letter",
         revision=0,
         key=data["key"],
-        event=rejection_event(rejection, now),
+        value=orjson.dumps(rejection_event(rejection, now)),
     )
 
 
@@ -119,7 +120,7 @@ def snapshot_entry(snapshot: dict[str, Any], now: datetime) -> OutboxEntry:
         kind="snapshot",
         revision=snapshot["revision"],
         key=campaign_id,
-        event=snapshot_event(snapshot, now),
+        value=orjson.dumps(snapshot_event(snapshot, now)),
     )
 
 

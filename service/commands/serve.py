@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import math
 import socket
 from collections.abc import Callable
@@ -92,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
     # What this process runs with, for whoever debugs it; secrets dump as "**********".
     log.debug("settings", role=role, **settings.model_dump(mode="json"))
     service = build(settings, role)
+    # What start-up allocated (modules, models, settings) lives as long as the process: out
+    # of the collector's sight, so a full collection does not walk it again and again while
+    # batches allocate (a heap of long-lived objects otherwise costs every gen-2 pass).
+    gc.freeze()
     sockets: list[socket.socket] = []
     for port in ports(settings, role):
         config = uvicorn_config(service.app, settings, port)

@@ -43,6 +43,7 @@ from service.domain.events import (
     StatusChanged,
     VersionApproved,
     VersionArchiveRequested,
+    event_key,
 )
 from service.domain.ingest import RawRecord
 from service.domain.state import (
@@ -61,6 +62,14 @@ def derive_id(prefix: str, event_key: str) -> str:
     """A stable id from an event's `(source, id)`: redelivery yields the same id."""
     digest = hashlib.sha256(event_key.encode("utf-8")).hexdigest()[:32]
     return f"{prefix}-{digest}"
+
+
+def made_by(record: Record) -> str:
+    """The key of the event that made a stored version, from its `source_event`."""
+    source_event = record.get("source_event") or {}
+    if "source" not in source_event or "id" not in source_event:
+        return ""
+    return event_key(source_event["source"], source_event["id"])
 
 
 def content_digest(content: dict[str, Any]) -> str:
@@ -264,6 +273,7 @@ class _Batch:
         self.dirty_artifacts: set[tuple[str, str]] = set()
         self.dirty_runs: set[tuple[str, str]] = set()
         self.seen: set[str] = set()
+        self.marked_by_version: set[str] = set()  # events whose new version is their mark
         self.local_held: dict[str, list[HeldEvent]] = {}
         self.archived_here: set[str] = set()
         self.changed: set[str] = set()
@@ -285,7 +295,8 @@ class _Batch:
 
     def _accept(self, item: Inbound, seq: int) -> None:
         event = item.event
-        if event.key in self.seen or self.view.is_processed(event.key):
+        duplicate = event.key in self.seen or self.view.is_processed(event.key)
+        if duplicate or self._made_a_version(event):
             self.changes.duplicates += 1
             return
         self.seen.add(event.key)
@@ -298,6 +309,15 @@ class _Batch:
             self.changes.held.append(held)
             return
         self._apply(item)
+
+    def _made_a_version(self, event: Event) -> bool:
+        """A version is the processed mark of the event that made it: one document less per
+        generated version (its mark would be written beside it in the same transaction)."""
+        data = event.data
+        if not isinstance(data, ArtifactGenerated):
+            return False
+        version = self._version(data.version_id or derive_id("v", event.key))
+        return version is not None and version.made_by == event.key
 
     def _apply(self, item: Inbound) -> None:
         event = item.event
@@ -447,8 +467,10 @@ class _Batch:
             version_number=artifact.version_count,
             created_at=created_at,
             content_sha256=digest,
+            made_by=event.key,
         )
         self.versions[version_id] = version
+        self.marked_by_version.add(event.key)
         artifact.active = version.summary()  # the newest version is never archived yet
         campaign.counts.versions += 1
         self.dirty_artifacts.add((campaign.campaign_id, data.artifact_id))
@@ -663,6 +685,7 @@ class _Batch:
 
     def _flush(self) -> None:
         changes = self.changes
+        changes.processed = [p for p in changes.processed if p[0] not in self.marked_by_version]
         for version_id, record in self.new_versions.items():
             version = self.versions[version_id]
             record.update(_version_marks(version))

@@ -49,6 +49,8 @@ class VersionState:
     feedback_count: int = 0
     archived: bool = False
     approved: bool = False
+    # The key of the event that made it: a version is that event's processed mark.
+    made_by: str = ""
 
     def summary(self) -> ActiveVersion:
         return ActiveVersion(

@@ -26,7 +26,7 @@ import logging
 import random
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -138,12 +138,13 @@ async def verify(
     try:
         db = client[deployment.database]
         docs = {name: await db[name].find().to_list() for name in ENTITY_COLLECTIONS}
-        marks = {
-            d["_id"]: d["n"]
-            async for d in await db.processed_events.aggregate(
+        # An event's mark: its processed_events document, or the version it made.
+        marks: Counter[str] = Counter()
+        for name in ("processed_events", "versions"):
+            async for d in await db[name].aggregate(
                 [{"$group": {"_id": "$campaign_id", "n": {"$sum": 1}}}]
-            )
-        }
+            ):
+                marks[d["_id"]] += d["n"]
         orphans = {
             name: await (
                 await db[name].aggregate(

@@ -232,7 +232,8 @@ async def test_delete_restore_and_purge(kafka_bootstrap: str, mongodb_uri: str) 
     settings = isolated_settings(kafka_bootstrap, mongodb_uri, campaign_retention_days=3 / 86400)
     async with running_ledger(settings) as ledger:
         campaign, artifact = new_id("c"), new_id("a")
-        await ledger.send(generated(campaign, artifact, f"{artifact}.v1"))
+        first = generated(campaign, artifact, f"{artifact}.v1")
+        await ledger.send(first)
         await ledger.send(audited(campaign, f"{artifact}.v1", "fail"))
         await ledger.wait_revision(campaign, 2)
         await ledger.send(lifecycle("campaign.delete-requested", campaign))
@@ -261,10 +262,14 @@ async def test_delete_restore_and_purge(kafka_bootstrap: str, mongodb_uri: str) 
 
         assert await eventually(purged, timeout=30)
         assert (await ledger.snapshot(campaign)).status_code == 404
+        # an old event delivered again stays a duplicate: its mark outlives the purge (the
+        # version that was its mark is gone)
+        await ledger.send(first)
         # a campaign that comes again under the same id never reuses a revision number
         await ledger.send(generated(campaign, f"{artifact}.again", f"{artifact}.again.v1"))
         again = await ledger.wait_revision(campaign, 6)
         assert again["revision"] == 6 and again["counts"]["versions"] == 1
+        assert [a["artifact_id"] for a in again["artifacts"]] == [f"{artifact}.again"]
         assert (await ledger.snapshot(campaign)).json() == again
 
 

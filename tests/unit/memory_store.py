@@ -27,6 +27,7 @@ from service.domain.ledger import (
     SemanticRejection,
     View,
     apply_batch,
+    made_by,
     prefetch_keys,
 )
 from service.domain.state import CampaignState, VersionState
@@ -77,6 +78,7 @@ def version_state(record: Record) -> VersionState:
         feedback_count=record["feedback_count"],
         archived=record["archived"],
         approved=record["approved"],
+        made_by=made_by(record),
     )
 
 

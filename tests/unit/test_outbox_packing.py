@@ -1,0 +1,36 @@
+"""The snapshot outbox as stored in a snapshot document: packed, and read back exactly."""
+
+from __future__ import annotations
+
+import orjson
+
+from service.adapters.mongo_store import OutboxEntry, pack_outbox, unpack_outbox
+
+
+def entry(revision: int) -> OutboxEntry:
+    event = {"id": f"snapshot:c-1:{revision}", "data": {"revision": revision, "name": "é ✓"}}
+    return OutboxEntry(
+        f"c-1:{revision:012d}", "c-1", "snapshot", revision, "c-1", orjson.dumps(event)
+    )
+
+
+def test_packed_entries_come_back_byte_for_byte() -> None:
+    entries = [entry(n) for n in range(1, 30)]
+    packed = pack_outbox(entries)
+    assert unpack_outbox("c-1", packed) == entries
+    # revisions of one campaign share most of their bytes
+    assert len(packed) < sum(len(e.value) for e in entries) / 4
+
+
+def test_entries_stored_unpacked_by_an_older_version_are_read() -> None:
+    old = entry(7)
+    stored = [
+        {
+            "id": old.id,
+            "kind": old.kind,
+            "revision": old.revision,
+            "key": old.key,
+            "event": orjson.loads(old.value),
+        }
+    ]
+    assert unpack_outbox("c-1", stored) == [old]

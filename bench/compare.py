@@ -445,6 +445,7 @@ async def latency(bench: Bench, rate: float, seconds: float, publication: str) -
         reading = asyncio.create_task(read())
         producer = AIOKafkaProducer(bootstrap_servers=bench.kafka, acks="all", linger_ms=0)
         await producer.start()
+        await warm_up(producer, topic, tag, arrived)
         started = time.perf_counter()
         for index, (key, value) in enumerate(records):
             due = started + index / rate
@@ -470,6 +471,25 @@ async def latency(bench: Bench, rate: float, seconds: float, publication: str) -
         child.stop()
         await drop(bench.mongo, child.env["MONGODB_DATABASE"])
     return percentiles(sent, arrived) | phases
+
+
+async def warm_up(
+    producer: AIOKafkaProducer,
+    topic: str,
+    tag: str,
+    arrived: dict[str, list[tuple[int, float]]],
+) -> None:
+    """One event of a campaign of its own, through to its snapshot, before the clock starts:
+    the consumer group has joined and every connection is open (start-up is not latency)."""
+    key, value = artifact_events(f"{tag}-warm", 1, 1)[0]
+    campaign = key.decode()
+    arrived[campaign] = []
+    await producer.send_and_wait(topic, value, key=key)
+    deadline = time.monotonic() + 60
+    while not arrived[campaign]:
+        if time.monotonic() > deadline:
+            raise SystemExit("latency run: the warm-up snapshot did not arrive in 60 s")
+        await asyncio.sleep(0.05)
 
 
 async def assign_all(reader: AIOKafkaConsumer, topic: str) -> None:

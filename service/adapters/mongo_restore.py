@@ -87,7 +87,9 @@ class MongoRestoreTransaction(RestoreTransaction):
             purge_pending=bool(snapshot and snapshot.get("purge_pending")),
             imported_from_revision=snapshot.get("imported_from_revision") if snapshot else None,
             held_for_versions=held,
-            unconfirmed=carried if carried and carried[0].startswith(IMPORT_WRITER) else None,
+            unconfirmed=(carried.writer, carried.entries)
+            if carried and carried.writer.startswith(IMPORT_WRITER)
+            else None,
         )
 
     async def write(

@@ -284,13 +284,13 @@ class BatchProcessor:
     async def _leftovers(self, tx: Transaction) -> dict[str, list[OutboxEntry]]:
         """Stored entries not known to be published: stamped past their writer's mark."""
         marks = {self.writer: self.published}
-        others = {writer for writer, _ in tx.stored_outbox.values()} - marks.keys()
+        others = {stored.writer for stored in tx.stored_outbox.values()} - marks.keys()
         if others:
             marks.update(await tx.published_marks(others))
         return {
-            campaign_id: entries
-            for campaign_id, (writer, entries) in tx.stored_outbox.items()
-            if tx.stored_batch[campaign_id] > marks.get(writer, 0)
+            campaign_id: stored.entries
+            for campaign_id, stored in tx.stored_outbox.items()
+            if stored.batch > marks.get(stored.writer, 0)
         }
 
 

@@ -7,6 +7,7 @@ campaign's snapshot document, so the HTTP snapshot is one read by key.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,13 @@ PENDING = "pending"
 def iso(value: datetime | None) -> str | None:
     if value is None:
         return None
+    return _iso(value)
+
+
+@functools.lru_cache(maxsize=8192)
+def _iso(value: datetime) -> str:
+    # Memoized: rendering a campaign's snapshot at each revision formats the same few times
+    # (its artifacts' active versions) again and again.
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

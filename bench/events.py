@@ -20,12 +20,22 @@ def campaign_ids(tag: str, campaigns: int) -> list[str]:
     return [f"{tag}-c{n:04d}" for n in range(campaigns)]
 
 
+def event_id(campaign: str, n: int) -> str:
+    """The CloudEvent id of version n of a campaign (the connector's document `_id`)."""
+    return f"{campaign}.e{n}"
+
+
+def version_id(campaign: str, n: int) -> str:
+    """The version id of version n of a campaign (the service's version `_id`)."""
+    return f"{campaign}.{KINDS[n % len(KINDS)]}.v{n}"
+
+
 def artifact_event(campaign: str, n: int) -> dict[str, Any]:
     kind = KINDS[n % len(KINDS)]
     artifact = f"{campaign}.{kind}"
     return {
         "specversion": "1.0",
-        "id": f"{campaign}.e{n}",
+        "id": event_id(campaign, n),
         "source": "bench/generation-agent",
         "type": "campaign.artifact.generated",
         "time": (BASE_TIME + timedelta(seconds=n)).isoformat().replace("+00:00", "Z"),
@@ -33,7 +43,7 @@ def artifact_event(campaign: str, n: int) -> dict[str, Any]:
             "campaign_id": campaign,
             "artifact_id": artifact,
             "artifact_type": kind,
-            "version_id": f"{artifact}.v{n}",
+            "version_id": version_id(campaign, n),
             "content": {
                 "headline": f"Spring launch, take {n}",
                 "body": "Fresh picks for warm days: light layers, bright colours, easy fits.",

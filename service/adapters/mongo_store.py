@@ -135,7 +135,7 @@ def _stored(entry: OutboxEntry) -> Document:
 
 
 def _entry(campaign_id: str, stored: Document, chunk: str = "") -> OutboxEntry:
-    # Entries stored before 0.2 hold the event as a document.
+    # Entries stored by earlier versions of the service hold the event as a document.
     value = stored["value"] if "value" in stored else orjson.dumps(stored["event"])
     return OutboxEntry(
         stored["id"],
@@ -182,7 +182,7 @@ def pack_outbox(entries: list[OutboxEntry]) -> bytes:
 
 
 def unpack_outbox(campaign_id: str, stored: bytes | list[Document]) -> list[OutboxEntry]:
-    """The inverse of `pack_outbox`; a list is the unpacked form stored before 0.2."""
+    """The inverse of `pack_outbox`; a list is the unpacked form earlier versions stored."""
     if isinstance(stored, list):
         return [_entry(campaign_id, e) for e in stored]
     data = zlib.decompress(stored)

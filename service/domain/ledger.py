@@ -64,6 +64,12 @@ def derive_id(prefix: str, event_key: str) -> str:
     return f"{prefix}-{digest}"
 
 
+def generated_version_id(event: Event, data: ArtifactGenerated) -> str:
+    """The id of the version a generation event makes: the one it names, or one derived from
+    the event (so a redelivery names the same version)."""
+    return data.version_id or derive_id("v", event.key)
+
+
 def made_by(record: Record) -> str:
     """The key of the event that made a stored version, from its `source_event`."""
     source_event = record.get("source_event") or {}
@@ -244,7 +250,7 @@ def prefetch_keys(inbound: Iterable[Inbound]) -> dict[str, set[str]]:
         keys["processed"].add(event.key)
         keys["campaign"].add(data.campaign_id)
         if isinstance(data, ArtifactGenerated):
-            version_id = data.version_id or derive_id("v", event.key)
+            version_id = generated_version_id(event, data)
             keys["artifact"].add(data.artifact_id)
             keys["version"].add(version_id)
             keys["held"].add(version_id)
@@ -316,7 +322,7 @@ class _Batch:
         data = event.data
         if not isinstance(data, ArtifactGenerated):
             return False
-        version = self._version(data.version_id or derive_id("v", event.key))
+        version = self._version(generated_version_id(event, data))
         return version is not None and version.made_by == event.key
 
     def _apply(self, item: Inbound) -> None:
@@ -411,7 +417,7 @@ class _Batch:
     def _artifact_generated(
         self, event: Event, data: ArtifactGenerated, campaign: CampaignState
     ) -> tuple[bool, list[HeldEvent]]:
-        version_id = data.version_id or derive_id("v", event.key)
+        version_id = generated_version_id(event, data)
         digest = content_digest(data.content)
         artifact = campaign.artifacts.get(data.artifact_id)
         if artifact is None:

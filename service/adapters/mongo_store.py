@@ -230,6 +230,11 @@ def mark_id(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 
+def mark_document(key: str, campaign_id: str) -> Document:
+    """The processed-event mark of an event key, stored with its campaign (the shard key)."""
+    return {"_id": mark_id(key), "campaign_id": campaign_id}
+
+
 def classify(error: BaseException) -> Exception:
     """Map a driver error to what the caller should do about it."""
     if isinstance(error, ConnectionFailure | ServerSelectionTimeoutError):
@@ -426,7 +431,7 @@ class Transaction:
             await self._col(collection).bulk_write(ops, ordered=True, session=s)
         if changes.processed:
             await self._col(cols.PROCESSED_EVENTS).insert_many(
-                [{"_id": mark_id(key), "campaign_id": cid} for key, cid in changes.processed],
+                [mark_document(key, cid) for key, cid in changes.processed],
                 ordered=True,
                 session=s,
             )
@@ -679,7 +684,7 @@ class MongoStore:
         batch: list[Document] = []
         async for doc in cursor:
             if key := made_by(doc):
-                batch.append({"_id": mark_id(key), "campaign_id": campaign_id})
+                batch.append(mark_document(key, campaign_id))
             if len(batch) == 1000:
                 await _insert_new(marks, batch)
                 batch = []

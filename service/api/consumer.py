@@ -7,6 +7,7 @@ import time
 from typing import Annotated, Any
 
 import structlog
+from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 from faststream.kafka import KafkaBroker, Topic
@@ -44,6 +45,25 @@ class Backoff:
         self.failures = 0
 
 
+class FinishBatchBeforeRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """A rebalance waits until the batch in flight is published and its offsets committed.
+
+    aiokafka revokes partitions from its coordinator task while the handler may still be
+    publishing: the next owner would redeliver the batch, read its outbox before this
+    instance noted it published, and send older revisions after newer ones.
+    """
+
+    def __init__(self) -> None:
+        self.in_flight = asyncio.Lock()
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        async with self.in_flight:
+            pass
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        return None
+
+
 async def _rewind(message: KafkaMessage) -> None:
     """Seek back to the batch's first offsets, so the same records come again."""
     try:
@@ -66,6 +86,7 @@ def register_consumer(
     # declare=False: FastStream never creates topics; ensure_topics (adapters/kafka.py) has
     # created or checked all six before the subscriber starts (KAFKA_CREATE_TOPICS).
     topics = [Topic(name, declare=False) for name in settings.input_topics]
+    rebalance = FinishBatchBeforeRevoke()
 
     subscriber = broker.subscriber(
         *topics,
@@ -80,6 +101,7 @@ def register_consumer(
         # Range assignment gives one instance the same partition of every input topic; with
         # equal partition counts a campaign's events then meet in one instance.
         partition_assignment_strategy=(RangePartitionAssignor,),
+        listener=rebalance,
         parser=tolerant_parser,
         decoder=raw_values,
         title="campaign-ledger/inbound",
@@ -90,6 +112,10 @@ def register_consumer(
 
     @subscriber
     async def consume(values: InboundBatch, message: KafkaMessage) -> None:
+        async with rebalance.in_flight:
+            await _consume(message)
+
+    async def _consume(message: KafkaMessage) -> None:
         records = raw_records(message)
         watchdog.busy()
         try:

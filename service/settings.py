@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     # How long one poll for a batch waits when nothing is buffered (FastStream then sleeps
     # as long again before the next poll): the worst added delay after an idle spell.
     kafka_batch_timeout_ms: int = Field(default=20, ge=1)
+    # How long a batch waits for the answer to the fetch its own poll set off, whose records
+    # join it (adapters.kafka.top_up); 0 turns this off.
+    kafka_top_up_ms: int = Field(default=3, ge=0)
     # Partitions for topics this service creates when missing (inputs and outputs alike:
     # equal counts keep a campaign's events on one instance).
     kafka_topic_partitions: int = Field(default=6, ge=1)

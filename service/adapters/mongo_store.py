@@ -575,7 +575,7 @@ class MongoStore:
     async def mark_published(self, stamp: Stamp, now: datetime) -> None:
         """Every entry `stamp.writer` stored up to batch `stamp.batch` is published: a later
         reader of those documents (this instance restarted, another one) need not send them
-        again. Written after the publication, before the offsets are committed."""
+        again. Written after the publication, while the offsets are committed."""
         await self.db[cols.PUBLISHERS].update_one(
             {"_id": stamp.writer},
             {"$set": {"published_batch": stamp.batch, "at": now}},

@@ -15,7 +15,7 @@ from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 from pydantic import WithJsonSchema
 
-from service.adapters.kafka import raw_records, raw_values, tolerant_parser
+from service.adapters.kafka import raw_records, raw_values, tolerant_parser, top_up
 from service.adapters.mongo_store import ConcurrentUpdate, StoreUnavailable
 from service.app import telemetry
 from service.app.health import Watchdog
@@ -116,6 +116,7 @@ def register_consumer(
             await _consume(message)
 
     async def _consume(message: KafkaMessage) -> None:
+        await top_up(message, settings.kafka_max_batch_records, settings.kafka_top_up_ms)
         records = raw_records(message)
         watchdog.busy()
         try:
@@ -136,7 +137,8 @@ def register_consumer(
         backoff.reset()
         committing = time.perf_counter()
         try:
-            await message.ack()
+            # The offsets and the published mark (see BatchProcessor.settle) at once.
+            await asyncio.gather(message.ack(), processor.settle())
             telemetry.BATCH_PHASE_SECONDS.labels("ack").observe(time.perf_counter() - committing)
         except KafkaError as error:  # a rebalance took the partitions: they are redelivered
             log.warning("commit_failed", error=str(error))

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 import orjson
 import structlog
+from pymongo.errors import PyMongoError
 
 from service.adapters.mongo_store import (
     ConcurrentUpdate,
@@ -30,6 +31,7 @@ from service.adapters.mongo_store import (
     OutboxEntry,
     Stamp,
     StoreRejected,
+    StoreUnavailable,
     Transaction,
 )
 from service.app import telemetry
@@ -166,6 +168,7 @@ class BatchProcessor:
         self.writer = uuid.uuid4().hex
         self.batches = 0  # the number of the last batch begun
         self.published = 0  # every entry of this writer up to this batch is published
+        self._marking: asyncio.Future[None] | None = None  # the mark being written (`settle`)
 
     async def process(self, records: Sequence[RawRecord]) -> BatchResult:
         started = time.perf_counter()
@@ -218,8 +221,26 @@ class BatchProcessor:
         )
         return result
 
+    async def settle(self) -> None:
+        """Wait for the last published mark to be written.
+
+        The mark only spares a later reader of the same documents (this instance restarted,
+        another one after a rebalance) from publishing them again; this instance knows what
+        it published. So it is written while the caller commits the batch's offsets, one
+        round trip in parallel instead of two in a row, and a failure to write it is logged,
+        not retried: at worst those entries are published once more (at least once).
+        """
+        marking, self._marking = self._marking, None
+        if marking is None:
+            return
+        try:
+            await marking
+        except (StoreUnavailable, PyMongoError) as error:
+            log.warning("published_mark_not_written", error=str(error))
+
     async def _store(self, inbound: list[Inbound]) -> tuple[Changes, list[OutboxEntry]]:
         """Apply in one transaction, then publish the touched campaigns' outbox."""
+        await self.settle()  # the previous chunk's mark goes before this one's
         now = self.clock()
         seq_base = time.time_ns()
         self.batches += 1
@@ -243,7 +264,8 @@ class BatchProcessor:
         pending = await self.store.pending_outbox({i.event.campaign_id for i in inbound})
         await self.publisher.publish(pending + applied.publish)
         if applied.publish:
-            await self.store.mark_published(stamp, now)
+            # Not awaited here: the caller commits the offsets meanwhile (see `settle`).
+            self._marking = asyncio.ensure_future(self.store.mark_published(stamp, now))
         self.published = stamp.batch
         telemetry.BATCH_PHASE_SECONDS.labels("publish").observe(time.perf_counter() - committed)
         return applied.changes, pending

@@ -16,7 +16,7 @@ from service.adapters.kafka import KafkaPublisher, build_broker, ensure_topics
 from service.adapters.kafka_feed import KafkaFeedFollower
 from service.adapters.mongo_reads import MongoReads
 from service.adapters.mongo_store import MongoStore
-from service.api.consumer import register_consumer
+from service.api.consumer import CommitBehind, register_consumer
 from service.api.http import build_api
 from service.api.management import management_app, split_ports
 from service.app import telemetry
@@ -80,10 +80,14 @@ def _health(
 
 
 def _subscribe(
-    broker: KafkaBroker, settings: Settings, processor: BatchProcessor, watchdog: Watchdog
+    broker: KafkaBroker,
+    settings: Settings,
+    processor: BatchProcessor,
+    watchdog: Watchdog,
+    commits: CommitBehind,
 ) -> LagMonitor:
     """Join the consumer group (on broker.start()); the lag of what it is assigned is watched."""
-    subscriber = register_consumer(broker, settings, processor, watchdog)
+    subscriber = register_consumer(broker, settings, processor, watchdog, commits)
     return LagMonitor(lambda: subscriber.consumer, watchdog)
 
 
@@ -106,6 +110,25 @@ async def _stop_background(tasks: list[asyncio.Task[None]]) -> None:
             await task
 
 
+async def _prepare_consuming(
+    settings: Settings, store: MongoStore, broker: KafkaBroker, publisher: KafkaPublisher
+) -> None:
+    await store.ensure_schema()
+    await broker.connect()
+    await ensure_topics(broker, settings)  # before any consumer asks for the topics
+    await publisher.start()
+
+
+async def _stop_consuming(
+    broker: KafkaBroker, commits: CommitBehind, processor: BatchProcessor, publisher: KafkaPublisher
+) -> None:
+    """The last batch's offsets and published mark land before the group is left."""
+    await commits.drain()
+    await broker.stop()  # waits for the batch in flight (graceful_timeout)
+    await processor.settle()
+    await publisher.stop()
+
+
 def build(settings: Settings | None = None, role: Role = "all") -> Service:
     settings = settings or Settings()
     consumes = role in ("all", "consumer")
@@ -120,7 +143,8 @@ def build(settings: Settings | None = None, role: Role = "all") -> Service:
         publication=settings.snapshot_publication,
     )
     watchdog = Watchdog(settings.watchdog_stall_seconds)
-    lag = _subscribe(broker, settings, processor, watchdog) if consumes else None
+    commits = CommitBehind(watchdog)
+    lag = _subscribe(broker, settings, processor, watchdog, commits) if consumes else None
     maintenance = Maintenance(
         store,
         publisher,
@@ -144,9 +168,7 @@ def build(settings: Settings | None = None, role: Role = "all") -> Service:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         tasks: list[asyncio.Task[None]] = []
         if consumes:
-            await store.ensure_schema()
-            await broker.connect()
-            await ensure_topics(broker, settings)  # before any consumer asks for the topics
+            await _prepare_consuming(settings, store, broker, publisher)
         if serves_api:
             await follower.start()
         if consumes:
@@ -164,7 +186,7 @@ def build(settings: Settings | None = None, role: Role = "all") -> Service:
                 await follower.stop()
             await _stop_background(tasks)
             if consumes:
-                await broker.stop()  # waits for the batch in flight (graceful_timeout)
+                await _stop_consuming(broker, commits, processor, publisher)
             await store.close()
             log.info("service_stopped")
 

@@ -327,8 +327,8 @@ def _servers(settings: Settings) -> tuple[dict[str, Any], dict[str, Any]]:
             "description": "KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD",
         }
         server["security"] = [{"$ref": f"#/components/securitySchemes/{scheme_id}"}]
-    addresses = [a.strip() for a in settings.kafka_bootstrap_servers.split(",") if a.strip()]
     servers = {
-        f"kafka{index}": {"host": address, **server} for index, address in enumerate(addresses, 1)
+        f"kafka{index}": {"host": address, **server}
+        for index, address in enumerate(settings.kafka_servers, 1)
     }
     return servers, schemes

@@ -114,6 +114,11 @@ class Settings(BaseSettings):
         return _Defaults()
 
     @property
+    def kafka_servers(self) -> list[str]:
+        """KAFKA_BOOTSTRAP_SERVERS as a list ("a:9092,b:9092" is two brokers)."""
+        return [a.strip() for a in self.kafka_bootstrap_servers.split(",") if a.strip()]
+
+    @property
     def input_topics(self) -> tuple[str, ...]:
         return (
             self.topic_artifact_generated,

@@ -11,11 +11,17 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 import structlog
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaTimeoutError, TopicAlreadyExistsError, for_code
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+    for_code,
+)
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
+from faststream.kafka.security import parse_security
 from faststream.message import StreamMessage
 from faststream.security import BaseSecurity, SASLPlaintext, SASLScram256, SASLScram512
 
@@ -148,22 +154,28 @@ async def _wait_for_leaders(
         await asyncio.sleep(0.1)
 
 
+# How every producer of the service sends (FastStream's and the outbox publisher's own).
+PRODUCER_OPTIONS: dict[str, Any] = {
+    "client_id": "campaign-ledger",
+    # Snapshots and dead letters must not be lost or reordered by producer retries.
+    "acks": "all",
+    "enable_idempotence": True,
+    # No lingering: a batch's messages are all handed over before the sender runs, so they
+    # leave in one request anyway; 5 ms of linger was 5 ms on every live event.
+    "linger_ms": 0,
+    "compression_type": "lz4",
+    # Up to 512 KiB per partition in one produce request: a batch publishing thousands of
+    # snapshot revisions costs the broker tens of requests, not hundreds (issue 9).
+    "max_batch_size": 512 * 1024,
+}
+
+
 def build_broker(settings: Settings) -> KafkaBroker:
     return KafkaBroker(
         # A list: FastStream takes one string as one address, "a:9092,b:9092" included.
-        [a.strip() for a in settings.kafka_bootstrap_servers.split(",") if a.strip()],
+        settings.kafka_servers,
         security=security_from(settings),
-        client_id="campaign-ledger",
-        # Snapshots and dead letters must not be lost or reordered by producer retries.
-        acks="all",
-        enable_idempotence=True,
-        # No lingering: a batch's messages are all handed over before the sender runs, so
-        # they leave in one request anyway; 5 ms of linger was 5 ms on every live event.
-        linger_ms=0,
-        compression_type="lz4",
-        # Up to 512 KiB per partition in one produce request: a batch publishing thousands
-        # of snapshot revisions costs the broker tens of requests, not hundreds (issue 9).
-        max_batch_size=512 * 1024,
+        **PRODUCER_OPTIONS,
         # broker.stop() waits this long for the batch in flight (the shutdown budget).
         graceful_timeout=settings.kafka_shutdown_timeout_seconds,
         # Our logger, so FastStream's lines go through the structured handler; its per-batch
@@ -184,18 +196,31 @@ async def tolerant_parser(message: Any, original: Any) -> StreamMessage[Any]:
     """
     originals = tuple(message)
     records = tuple(
-        dataclasses.replace(
-            record,
-            headers=[
-                (name, (value or b"").decode("utf-8", "replace").encode("utf-8"))
-                for name, value in record.headers
-            ],
-        )
-        for record in originals
+        record if _text_headers(record) else _with_text_headers(record) for record in originals
     )
     parsed: StreamMessage[Any] = await original(records)
     parsed.raw_message = originals
     return parsed
+
+
+def _text_headers(record: ConsumerRecord[Any, Any]) -> bool:
+    """Every header value is UTF-8 text: the record goes to FastStream as it is."""
+    try:
+        for _, value in record.headers:
+            value.decode("utf-8")
+    except (AttributeError, UnicodeDecodeError):  # AttributeError: a header without a value
+        return False
+    return True
+
+
+def _with_text_headers(record: ConsumerRecord[Any, Any]) -> ConsumerRecord[Any, Any]:
+    return dataclasses.replace(
+        record,
+        headers=[
+            (name, (value or b"").decode("utf-8", "replace").encode("utf-8"))
+            for name, value in record.headers
+        ],
+    )
 
 
 async def raw_values(message: StreamMessage[Any], original: Any) -> list[bytes]:
@@ -221,6 +246,15 @@ async def top_up(message: KafkaMessage, max_records: int, timeout_ms: int) -> No
         message.raw_message += tuple(records)
 
 
+def next_offsets(message: KafkaMessage) -> dict[TopicPartition, int]:
+    """Where each partition of a batch goes on: the offset after its last record."""
+    offsets: dict[TopicPartition, int] = {}
+    for record in message.raw_message:
+        tp = TopicPartition(record.topic, record.partition)
+        offsets[tp] = max(offsets.get(tp, 0), record.offset + 1)
+    return offsets
+
+
 def raw_records(message: KafkaMessage) -> list[RawRecord]:
     records: tuple[ConsumerRecord[Any, Any], ...] = message.raw_message
     return [
@@ -240,10 +274,20 @@ def raw_records(message: KafkaMessage) -> list[RawRecord]:
 class KafkaPublisher:
     """Sends outbox entries to the snapshot and dead letter topics, keyed by campaign.
 
-    The two FastStream publishers also document those topics in the AsyncAPI document.
+    It sends through an aiokafka producer of its own (`start`, `stop`), with the options of
+    FastStream's: FastStream's publish path (a correlation id, a command and its middlewares
+    per message) cost ~37 µs of CPU per message, a fifth of the service's CPU per event when
+    every revision is published. The two FastStream publishers document the topics in the
+    AsyncAPI document.
     """
 
     def __init__(self, broker: KafkaBroker, settings: Settings) -> None:
+        self.settings = settings
+        self.topics = {
+            "snapshot": settings.topic_snapshot_updated,
+            "dead_letter": settings.topic_dead_letter,
+        }
+        self.producer: AIOKafkaProducer | None = None
         self.publishers = {
             "snapshot": broker.publisher(
                 settings.topic_snapshot_updated,
@@ -261,18 +305,38 @@ class KafkaPublisher:
             ),
         }
 
+    async def start(self) -> None:
+        # Made here, not in __init__: aiokafka binds a producer to the running event loop.
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_servers,
+            **PRODUCER_OPTIONS,
+            **parse_security(security_from(self.settings)),
+        )
+        await producer.start()
+        self.producer = producer
+
+    async def stop(self) -> None:
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            await producer.stop()
+
     async def publish(self, entries: Sequence[OutboxEntry]) -> None:
         if not entries:
             return
+        if self.producer is None:
+            raise KafkaConnectionError("the outbox publisher is not started")
         # Sent without waiting one by one (aiokafka batches them), in order per partition;
         # with idempotence on, retries cannot reorder them. Then wait for every ack.
         pending = [
-            await self.publishers[entry.kind].publish(
+            await self.producer.send(
+                self.topics[entry.kind],
                 entry.value,
                 key=entry.key.encode("utf-8") if entry.key is not None else None,
-                headers={"content-type": CLOUDEVENTS_JSON},
-                no_confirm=True,
+                headers=_HEADERS,
             )
             for entry in entries
         ]
         await asyncio.gather(*pending)
+
+
+_HEADERS = [("content-type", CLOUDEVENTS_JSON.encode())]

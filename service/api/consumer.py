@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
@@ -15,7 +16,7 @@ from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 from pydantic import WithJsonSchema
 
-from service.adapters.kafka import raw_records, raw_values, tolerant_parser, top_up
+from service.adapters.kafka import next_offsets, raw_records, raw_values, tolerant_parser, top_up
 from service.adapters.mongo_store import ConcurrentUpdate, StoreUnavailable
 from service.app import telemetry
 from service.app.health import Watchdog
@@ -45,6 +46,51 @@ class Backoff:
         self.failures = 0
 
 
+class CommitBehind:
+    """Commits a batch's offsets while the next batch is fetched and applied.
+
+    The commit is a batch's last step (after its transaction and its publication) and one
+    round trip to the group coordinator that nothing else waits on: run beside the next
+    batch, it leaves the time between batches. Commits stay in order (each waits for the
+    one before), and a rebalance or a stop waits for the one in flight (`wait`, `drain`), so
+    the next owner starts where this instance finished. A crash before it lands redelivers
+    one more batch, which finds its events applied and changes nothing.
+    """
+
+    def __init__(self, watchdog: Watchdog) -> None:
+        self.watchdog = watchdog
+        self.pending: asyncio.Future[None] | None = None
+        self.inline = False
+
+    async def commit(self, message: KafkaMessage) -> None:
+        await self.wait()
+        consumer = cast("AIOKafkaConsumer", message.consumer)
+        offsets = next_offsets(message)
+        if self.inline:
+            await self._commit(consumer, offsets)
+        else:
+            self.pending = asyncio.ensure_future(self._commit(consumer, offsets))
+
+    async def wait(self) -> None:
+        if self.pending is not None:
+            await self.pending
+
+    async def drain(self) -> None:
+        """Before the consumer stops: the commit in flight lands, later ones go in line."""
+        self.inline = True
+        await self.wait()
+
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        started = time.perf_counter()
+        try:
+            await consumer.commit(offsets)
+        except KafkaError as error:  # a rebalance took the partitions: they are redelivered
+            log.warning("commit_failed", error=str(error))
+            return
+        telemetry.BATCH_PHASE_SECONDS.labels("ack").observe(time.perf_counter() - started)
+        self.watchdog.progressed()
+
+
 class FinishBatchBeforeRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
     """A rebalance waits until the batch in flight is published and its offsets committed.
 
@@ -53,12 +99,14 @@ class FinishBatchBeforeRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
     instance noted it published, and send older revisions after newer ones.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, commits: CommitBehind, processor: BatchProcessor) -> None:
         self.in_flight = asyncio.Lock()
+        self.commits = commits
+        self.processor = processor
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         async with self.in_flight:
-            pass
+            await asyncio.gather(self.commits.wait(), self.processor.settle())
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         return None
@@ -77,16 +125,18 @@ def register_consumer(
     broker: KafkaBroker,
     settings: Settings,
     processor: BatchProcessor,
-    watchdog: Watchdog | None = None,
+    watchdog: Watchdog,
+    commits: CommitBehind,
 ) -> Any:
-    """Subscribe the batch handler; returns the subscriber (its `.consumer` once started)."""
+    """Subscribe the batch handler; returns the subscriber (its `.consumer` once started).
+
+    The progress watchdog (liveness) hears of every batch begun and every batch committed.
+    """
     backoff = Backoff()
-    # The progress watchdog (liveness) hears of every batch begun and every batch committed.
-    watchdog = watchdog or Watchdog(settings.watchdog_stall_seconds)
     # declare=False: FastStream never creates topics; ensure_topics (adapters/kafka.py) has
     # created or checked all six before the subscriber starts (KAFKA_CREATE_TOPICS).
     topics = [Topic(name, declare=False) for name in settings.input_topics]
-    rebalance = FinishBatchBeforeRevoke()
+    rebalance = FinishBatchBeforeRevoke(commits, processor)
 
     subscriber = broker.subscriber(
         *topics,
@@ -135,15 +185,9 @@ def register_consumer(
             await backoff.wait()
             return
         backoff.reset()
-        committing = time.perf_counter()
-        try:
-            # The offsets and the published mark (see BatchProcessor.settle) at once.
-            await asyncio.gather(message.ack(), processor.settle())
-            telemetry.BATCH_PHASE_SECONDS.labels("ack").observe(time.perf_counter() - committing)
-        except KafkaError as error:  # a rebalance took the partitions: they are redelivered
-            log.warning("commit_failed", error=str(error))
-        else:
-            watchdog.progressed()
+        # Both land beside the next batch: the offsets (CommitBehind) and the published mark
+        # (BatchProcessor.settle, awaited before the next transaction).
+        await commits.commit(message)
         log.debug(
             "batch_done",
             records=result.records,

@@ -67,11 +67,13 @@ async def _import(settings: Settings, raw: bytes) -> RestoreResult:
         with progress() as bar:
             task = bar.add_task(f"importing {export.campaign_id}", total=export.count())
             await broker.connect()  # first: with Kafka away, nothing is written at all
+            await publisher.start()
             await store.ensure_schema()
             result = await restore(MongoRestore(store), publisher, export)
             bar.update(task, completed=export.count())
         return result
     finally:
+        await publisher.stop()
         await broker.stop()
         await store.close()
 

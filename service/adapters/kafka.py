@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import ssl
 import sys
@@ -19,6 +20,7 @@ from aiokafka.errors import (
     TopicAlreadyExistsError,
     for_code,
 )
+from aiokafka.partitioner import DefaultPartitioner, murmur2
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
 from faststream.kafka.security import parse_security
@@ -274,6 +276,22 @@ def raw_records(message: KafkaMessage) -> list[RawRecord]:
     ]
 
 
+@functools.lru_cache(maxsize=65536)
+def _key_hash(key: bytes) -> int:
+    return int(murmur2(key)) & 0x7FFFFFFF
+
+
+def same_partition_as_kafka(
+    key: bytes | None, all_partitions: list[int], available: list[int]
+) -> int:
+    """Kafka's default partitioner (murmur2 of the key, as every Kafka client has it), with
+    each key's hash remembered: the same campaigns come back batch after batch, and
+    aiokafka's murmur2 is pure Python (~3.5 µs a message)."""
+    if key is None:
+        return int(DefaultPartitioner()(key, all_partitions, available))
+    return all_partitions[_key_hash(key) % len(all_partitions)]
+
+
 class KafkaPublisher:
     """Sends outbox entries to the snapshot and dead letter topics, keyed by campaign.
 
@@ -314,6 +332,7 @@ class KafkaPublisher:
             bootstrap_servers=self.settings.kafka_servers,
             **PRODUCER_OPTIONS,
             **parse_security(security_from(self.settings)),
+            partitioner=same_partition_as_kafka,
         )
         await producer.start()
         self.producer = producer

@@ -10,7 +10,10 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from service.domain import ingest
 from service.domain.events import ArtifactGenerated, Event, EventType
 from service.domain.ingest import MAX_NESTING, RawRecord, Rejection, decode
 from tests.unit.factories import cloud_event, record
@@ -472,3 +475,32 @@ def test_a_data_time_that_is_not_rfc3339_is_invalid_data(value: Any) -> None:
 )
 def test_a_numeric_string_time_is_not_a_cloudevent(value: str) -> None:
     rejected(record(artifact_event(time=value)), "not_cloudevent")
+
+
+_JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner),
+    max_leaves=12,
+)
+
+
+@given(document=_JSON_VALUES)
+def test_the_fast_parser_answers_as_the_standard_one(document: Any) -> None:
+    """orjson reads the common case; what it may round or refuse goes to the standard
+    parser, so the answer is the standard parser's in every case."""
+    value = stdlib_json(document)
+
+    def answer(parse: Any) -> Any:
+        try:
+            return ("parsed", parse(value))
+        except ingest.Reject as reject:
+            return ("refused", reject.reason, reject.detail)
+
+    fast, strict = answer(ingest._parse_json), answer(ingest._parse_json_strictly)
+    assert fast == strict
+    if fast[0] == "parsed":  # equal, and of the same types (1 and 1.0 compare equal)
+        assert stdlib_json(fast[1]) == stdlib_json(strict[1])

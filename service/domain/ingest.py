@@ -326,9 +326,13 @@ def _storable(value: Any, depth: int) -> bool:
         return False
     kind = type(value)
     if kind is dict:
-        return all("\x00" not in key and _storable(item, depth + 1) for key, item in value.items())
-    if kind is list:
-        return all(_storable(item, depth + 1) for item in value)
+        for key, item in value.items():
+            if "\x00" in key or not _storable(item, depth + 1):
+                return False
+    elif kind is list:
+        for item in value:
+            if not _storable(item, depth + 1):
+                return False
     return True
 
 

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
     KafkaConnectionError,
+    KafkaError,
     KafkaTimeoutError,
     TopicAlreadyExistsError,
     for_code,
@@ -246,7 +247,13 @@ async def top_up(message: KafkaMessage, max_records: int, timeout_ms: int) -> No
     if room <= 0 or timeout_ms <= 0:
         return
     consumer = cast("AIOKafkaConsumer", message.consumer)
-    fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=room)
+    try:
+        fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=room)
+    except KafkaError as error:
+        # aiokafka raises a fetch error only when it hands out no records: nothing is
+        # taken, the batch goes as it is and the next poll meets the error again.
+        log.warning("top_up_skipped", error=str(error))
+        return
     for records in fetched.values():
         message.raw_message += tuple(records)
 

@@ -1,4 +1,5 @@
-"""Pure pieces of the Kafka adapter that must agree with Kafka exactly."""
+"""Pieces of the Kafka adapter that need no broker: the partitioner (it must place keys as
+Kafka does) and the batch top-up."""
 
 from __future__ import annotations
 

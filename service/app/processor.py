@@ -31,7 +31,6 @@ from service.adapters.mongo_store import (
     OutboxEntry,
     Stamp,
     StoreRejected,
-    StoreUnavailable,
     Transaction,
 )
 from service.app import telemetry
@@ -226,16 +225,17 @@ class BatchProcessor:
 
         The mark only spares a later reader of the same documents (this instance restarted,
         another one after a rebalance) from publishing them again; this instance knows what
-        it published. So it is written while the caller commits the batch's offsets, one
-        round trip in parallel instead of two in a row, and a failure to write it is logged,
-        not retried: at worst those entries are published once more (at least once).
+        it published. So it is written while the offsets are committed and the next batch is
+        fetched, and awaited only before the next transaction, a rebalance or a stop. A
+        failure to write it is logged, not retried: at worst those entries are published
+        once more (at least once).
         """
         marking, self._marking = self._marking, None
         if marking is None:
             return
         try:
             await marking
-        except (StoreUnavailable, PyMongoError) as error:
+        except PyMongoError as error:  # mark_published is a plain driver call
             log.warning("published_mark_not_written", error=str(error))
 
     async def _store(self, inbound: list[Inbound]) -> tuple[Changes, list[OutboxEntry]]:

@@ -125,7 +125,7 @@ async def _stop_consuming(
     """The last batch's offsets and published mark land before the group is left."""
     await commits.drain()
     await broker.stop()  # waits for the batch in flight (graceful_timeout)
-    await processor.settle()
+    await processor.flush()
     await publisher.stop()
 
 

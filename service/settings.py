@@ -24,10 +24,10 @@ class Settings(BaseSettings):
     # so they cost less per event the more events a batch holds (`make bench-compare`). A
     # batch is still split into transactions of at most 8 MiB of values (the processor).
     kafka_max_batch_records: int = Field(default=5000, ge=1)
-    # How long the broker may hold a fetch that finds nothing new. Kafka's 500 ms default
-    # delays live events: aiokafka has one fetch in flight per broker, and the input topics
-    # without traffic keep it waiting while new records wait on another partition.
-    kafka_fetch_max_wait_ms: int = Field(default=20, ge=0)
+    # How long the broker may hold a fetch that finds nothing new (Kafka's default). It
+    # delays no record: a fetch covers every partition of its broker and is answered when
+    # any of them has one (adapters.kafka.fetch_when_taken). Shorter only polls more.
+    kafka_fetch_max_wait_ms: int = Field(default=500, ge=0)
     # How long one poll for a batch waits when nothing is buffered (FastStream then sleeps
     # as long again before the next poll): the worst added delay after an idle spell.
     kafka_batch_timeout_ms: int = Field(default=20, ge=1)

@@ -130,10 +130,10 @@ INDEXES: dict[str, list[IndexModel]] = {
             [("campaign_id", ASCENDING), ("artifact_id", ASCENDING), ("version_number", ASCENDING)],
             unique=True,
         ),
-        # Sparse: only versions that carry the link are indexed.
+        # The iteration lineage (versions following a feedback or a version). Sparse: only
+        # versions that carry the link are indexed.
         IndexModel([("feedback_id", ASCENDING)], sparse=True),
         IndexModel([("parent_version_id", ASCENDING)], sparse=True),
-        IndexModel([("run_id", ASCENDING)], sparse=True),
     ],
     AUDIT_REPORTS: [
         IndexModel(
@@ -196,7 +196,10 @@ def unshardable(index: Mapping[str, Any]) -> bool:
 
 # Indexes earlier versions created that no query needs any more: each costs every insert.
 RETIRED_INDEXES: dict[str, set[tuple[tuple[str, Any], ...]]] = {
-    VERSIONS: {(("artifact_id", ASCENDING), ("version_number", ASCENDING))},
+    VERSIONS: {
+        (("artifact_id", ASCENDING), ("version_number", ASCENDING)),
+        (("run_id", ASCENDING),),  # no read asks for the versions of a run
+    },
 }
 
 

@@ -16,7 +16,14 @@ from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 from pydantic import WithJsonSchema
 
-from service.adapters.kafka import next_offsets, raw_records, raw_values, tolerant_parser, top_up
+from service.adapters.kafka import (
+    fetch_when_taken,
+    next_offsets,
+    raw_records,
+    raw_values,
+    tolerant_parser,
+    top_up,
+)
 from service.adapters.mongo_store import ConcurrentUpdate, StoreUnavailable
 from service.app import telemetry
 from service.app.health import Watchdog
@@ -106,7 +113,7 @@ class FinishBatchBeforeRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         async with self.in_flight:
-            await asyncio.gather(self.commits.wait(), self.processor.settle())
+            await asyncio.gather(self.commits.wait(), self.processor.flush())
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         return None
@@ -166,6 +173,7 @@ def register_consumer(
             await _consume(message)
 
     async def _consume(message: KafkaMessage) -> None:
+        fetch_when_taken(cast("AIOKafkaConsumer", message.consumer))
         await top_up(message, settings.kafka_max_batch_records, settings.kafka_top_up_ms)
         records = raw_records(message)
         watchdog.busy()
@@ -185,8 +193,8 @@ def register_consumer(
             await backoff.wait()
             return
         backoff.reset()
-        # Both land beside the next batch: the offsets (CommitBehind) and the published mark
-        # (BatchProcessor.settle, awaited before the next transaction).
+        # Both land beside the next batch: the offsets (CommitBehind) and, at most once a
+        # second, the published mark (BatchProcessor.settle, before the next transaction).
         await commits.commit(message)
         log.debug(
             "batch_done",

@@ -53,6 +53,12 @@ log = structlog.get_logger(__name__)
 SOURCE = "urn:campaign-ledger"
 MAX_CONFLICT_RETRIES = 8
 TRANSACTION_BYTES = 8 * 1024 * 1024
+# How often, at most, the published mark is written while batches run. The mark only spares
+# a later owner of the same documents from publishing their entries again (this instance
+# knows what it published): after a crash, up to this much is published once more. A
+# rebalance and a stop write it at once (`flush`). One write per batch cost a few ms of
+# database time per small batch, on the way to the next transaction.
+MARK_INTERVAL_SECONDS = 1.0
 
 
 class Publisher(Protocol):
@@ -144,7 +150,8 @@ class BatchProcessor:
     The snapshot outbox rides in the snapshot documents (see `Transaction.write`), stamped
     with this processor's `writer` name (new at each start) and the batch number. After a
     batch's publication the store notes "writer W published up to batch B" (one small
-    write). A loaded document whose stamp is past its writer's mark (a crash or a failure
+    write, at most once per MARK_INTERVAL_SECONDS, and at once before a rebalance or a
+    stop). A loaded document whose stamp is past its writer's mark (a crash or a failure
     between commit and publication) has entries that may never have gone out: the batch
     publishes them again, first, and carries them into the document it rewrites, or
     restamps the document it does not rewrite, so they go out once more, not every time.
@@ -168,6 +175,8 @@ class BatchProcessor:
         self.batches = 0  # the number of the last batch begun
         self.published = 0  # every entry of this writer up to this batch is published
         self._marking: asyncio.Future[None] | None = None  # the mark being written (`settle`)
+        self._unmarked: tuple[Stamp, datetime] | None = None  # published, mark not written
+        self._marked_at = float("-inf")  # monotonic time the last write began
 
     async def process(self, records: Sequence[RawRecord]) -> BatchResult:
         started = time.perf_counter()
@@ -220,13 +229,29 @@ class BatchProcessor:
         )
         return result
 
+    async def flush(self) -> None:
+        """Write the published mark now, up to the last batch published: before a rebalance
+        hands the campaigns to another instance, and before a stop."""
+        await self.settle()
+        if self._unmarked is not None:
+            self._mark()
+            await self.settle()
+
+    def _mark(self) -> None:
+        if self._unmarked is None:  # pragma: no cover - callers check
+            return
+        stamp, now = self._unmarked
+        self._unmarked = None
+        self._marked_at = time.monotonic()
+        self._marking = asyncio.ensure_future(self.store.mark_published(stamp, now))
+
     async def settle(self) -> None:
-        """Wait for the last published mark to be written.
+        """Wait for the published mark being written, if one is.
 
         The mark only spares a later reader of the same documents (this instance restarted,
         another one after a rebalance) from publishing them again; this instance knows what
         it published. So it is written while the offsets are committed and the next batch is
-        fetched, and awaited only before the next transaction, a rebalance or a stop. A
+        fetched, and awaited only before the next transaction (marks land in order). A
         failure to write it is logged, not retried: at worst those entries are published
         once more (at least once).
         """
@@ -264,8 +289,10 @@ class BatchProcessor:
         pending = await self.store.pending_outbox({i.event.campaign_id for i in inbound})
         await self.publisher.publish(pending + applied.publish)
         if applied.publish:
-            # Not awaited here: the caller commits the offsets meanwhile (see `settle`).
-            self._marking = asyncio.ensure_future(self.store.mark_published(stamp, now))
+            self._unmarked = (stamp, now)
+            if time.monotonic() - self._marked_at >= MARK_INTERVAL_SECONDS:
+                # Not awaited here: the caller commits the offsets meanwhile (see `settle`).
+                self._mark()
         self.published = stamp.batch
         telemetry.BATCH_PHASE_SECONDS.labels("publish").observe(time.perf_counter() - committed)
         return applied.changes, pending

@@ -33,12 +33,16 @@ async def test_retired_indexes_are_dropped_at_start(mongodb_uri: str) -> None:
     store = MongoStore.connect(mongodb_uri, f"ledger_schema_{uuid.uuid4().hex[:8]}")
     try:
         await store.db.versions.create_indexes(
-            [IndexModel([("artifact_id", ASCENDING), ("version_number", ASCENDING)])]
+            [
+                IndexModel([("artifact_id", ASCENDING), ("version_number", ASCENDING)]),
+                IndexModel([("run_id", ASCENDING)], sparse=True),
+            ]
         )
-        assert await _index_keys(store) >= {("artifact_id", "version_number")}
+        retired = {("artifact_id", "version_number"), ("run_id",)}
+        assert await _index_keys(store) >= retired
         await store.ensure_schema()
         keys = await _index_keys(store)
-        assert ("artifact_id", "version_number") not in keys
+        assert not keys & retired
         assert ("campaign_id", "artifact_id", "version_number") in keys
     finally:
         await store.client.drop_database(store.db.name)

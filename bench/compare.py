@@ -522,11 +522,14 @@ async def assign_all(reader: AIOKafkaConsumer, topic: str) -> None:
 
 
 async def batch_phases(url: str) -> dict[str, float]:
-    """Mean seconds per batch of each phase, and records per batch, from /metrics."""
+    """Mean seconds per batch of each phase, and records per batch, from /metrics; and the
+    MongoDB commands' seconds per batch, by command and collection (`mongo_<command> <coll>`).
+    """
     async with httpx.AsyncClient() as client:
         text = (await client.get(f"{url}/metrics")).text
     sums: dict[str, float] = {}
     counts: dict[str, float] = {}
+    commands: dict[str, float] = {}
     for line in text.splitlines():
         for name, into in (("_sum", sums), ("_count", counts)):
             for metric in ("ledger_batch_phase_seconds", "ledger_batch_records"):
@@ -535,7 +538,14 @@ async def batch_phases(url: str) -> dict[str, float]:
                         line.split('phase="')[1].split('"')[0] if "phase=" in line else "records"
                     )
                     into[label] = float(line.rsplit(" ", 1)[1])
-    return {f"phase_{k}": v / counts[k] for k, v in sums.items() if counts.get(k)}
+        if line.startswith("ledger_mongodb_command_seconds_sum"):
+            command = line.split('command="')[1].split('"')[0]
+            collection = line.split('collection="')[1].split('"')[0]
+            commands[f"mongo_{command} {collection}".strip()] = float(line.rsplit(" ", 1)[1])
+    phases = {f"phase_{k}": v / counts[k] for k, v in sums.items() if counts.get(k)}
+    if batches := counts.get("records"):
+        phases |= {k: v / batches for k, v in commands.items()}
+    return phases
 
 
 def phase_line(phases: dict[str, float]) -> str:
@@ -545,6 +555,14 @@ def phase_line(phases: dict[str, float]) -> str:
         for k, v in phases.items()
         if k.startswith("phase_")
     )
+
+
+def command_line(phases: dict[str, float], top: int = 8) -> str:
+    """The MongoDB commands that took most of a batch's time, in milliseconds per batch."""
+    commands = sorted(
+        ((k[6:], v) for k, v in phases.items() if k.startswith("mongo_")), key=lambda kv: -kv[1]
+    )
+    return ", ".join(f"{name} {seconds * 1000:.1f}" for name, seconds in commands[:top])
 
 
 def percentiles(
@@ -715,6 +733,7 @@ async def run(args: argparse.Namespace) -> None:
                 )
                 if phases := drain.extra.get("phases"):
                     print(f"         per batch: {phase_line(phases)}", flush=True)
+                    print(f"         MongoDB ms per batch: {command_line(phases)}", flush=True)
         if drains:
             report(drains)
         for rate in args.latency_rates:
@@ -727,6 +746,7 @@ async def run(args: argparse.Namespace) -> None:
                     f"max {result['max']:.0f} ms; per batch: {phases}",
                     flush=True,
                 )
+                print(f"         MongoDB ms per batch: {command_line(result)}", flush=True)
         if args.fill:
             await fill(bench, args.fill)
 

@@ -16,6 +16,7 @@ from service.adapters.kafka import KafkaPublisher, build_broker, ensure_topics
 from service.adapters.kafka_feed import KafkaFeedFollower
 from service.adapters.mongo_reads import MongoReads
 from service.adapters.mongo_store import MongoStore
+from service.adapters.mongo_telemetry import CommandTimer
 from service.api.consumer import CommitBehind, register_consumer
 from service.api.http import build_api
 from service.api.management import management_app, split_ports
@@ -133,7 +134,11 @@ def build(settings: Settings | None = None, role: Role = "all") -> Service:
     settings = settings or Settings()
     consumes = role in ("all", "consumer")
     serves_api = role in ("all", "api")
-    store = MongoStore.connect(settings.mongodb_uri.get_secret_value(), settings.mongodb_database)
+    store = MongoStore.connect(
+        settings.mongodb_uri.get_secret_value(),
+        settings.mongodb_database,
+        event_listeners=[CommandTimer(telemetry.MONGODB_COMMAND_SECONDS)],
+    )
     broker = build_broker(settings)
     publisher = KafkaPublisher(broker, settings)
     processor = BatchProcessor(

@@ -20,7 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from faststream.kafka.security import parse_security
 
-from service.adapters.kafka import security_from
+from service.adapters.kafka import fetch_when_taken, security_from
 from service.app import telemetry
 from service.app.feed import RecentDeadLetters, Snapshot, SnapshotFeed
 from service.settings import Settings
@@ -46,13 +46,13 @@ class KafkaFeedFollower:
             client_id="campaign-ledger-feed",
             enable_auto_commit=False,
             auto_offset_reset="latest",
-            # aiokafka sends no new fetch to a broker while one is waiting there; a partition
-            # that just got records waits for that long-poll to end. Short polls keep every
-            # partition's next revision within ~20 ms (an idle instance: 50 small requests/s).
-            fetch_max_wait_ms=20,
+            # With fetches only when the records are taken, a fetch covers every partition
+            # and is answered when any has a record: the long poll delays nothing.
+            fetch_max_wait_ms=s.kafka_fetch_max_wait_ms,
             **parse_security(security_from(s)),
         )
         await consumer.start()
+        fetch_when_taken(consumer)
         try:
             await self._await_topics(consumer)
             # Without a group, subscribing assigns every partition of both topics (and any

@@ -38,6 +38,14 @@ BATCH_PHASE_SECONDS = Histogram(
     ["phase"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+# Each MongoDB command the service sends (adapters.mongo_telemetry): which collection's
+# writes a slow `write` phase spends its time in.
+MONGODB_COMMAND_SECONDS = Histogram(
+    "ledger_mongodb_command_seconds",
+    "Time MongoDB took to answer each command, by command and collection.",
+    ["command", "collection"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
 BATCH_SIZE = Histogram(
     "ledger_batch_records", "Records per consumed batch.", buckets=(1, 10, 50, 100, 250, 500, 1000)
 )

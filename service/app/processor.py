@@ -234,13 +234,11 @@ class BatchProcessor:
         hands the campaigns to another instance, and before a stop."""
         await self.settle()
         if self._unmarked is not None:
-            self._mark()
+            self._mark(*self._unmarked)
             await self.settle()
 
-    def _mark(self) -> None:
-        if self._unmarked is None:  # pragma: no cover - callers check
-            return
-        stamp, now = self._unmarked
+    def _mark(self, stamp: Stamp, now: datetime) -> None:
+        """Begin writing the mark; `settle` waits for it."""
         self._unmarked = None
         self._marked_at = time.monotonic()
         self._marking = asyncio.ensure_future(self.store.mark_published(stamp, now))
@@ -292,7 +290,7 @@ class BatchProcessor:
             self._unmarked = (stamp, now)
             if time.monotonic() - self._marked_at >= MARK_INTERVAL_SECONDS:
                 # Not awaited here: the caller commits the offsets meanwhile (see `settle`).
-                self._mark()
+                self._mark(stamp, now)
         self.published = stamp.batch
         telemetry.BATCH_PHASE_SECONDS.labels("publish").observe(time.perf_counter() - committed)
         return applied.changes, pending

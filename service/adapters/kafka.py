@@ -366,7 +366,6 @@ class KafkaPublisher:
             bootstrap_servers=self.settings.kafka_servers,
             **PRODUCER_OPTIONS,
             **parse_security(security_from(self.settings)),
-            partitioner=same_partition_as_kafka,
         )
         await producer.start()
         self.producer = producer

@@ -8,7 +8,7 @@ extra fields are kept, never an error").
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -31,14 +31,35 @@ Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 
 def _to_millis(value: datetime) -> datetime:
     # MongoDB keeps milliseconds; normalising here keeps memory and storage equal.
-    value = value.astimezone(UTC)
+    if value.tzinfo is UTC and not value.microsecond % 1000:
+        return value  # normalised already (`_read_rfc3339` does it for the common forms)
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:
+        # 9999-12-31T23:59:59-05:00 is past year 9999 in UTC. A ValueError, not the
+        # OverflowError, so that the event is refused with the reason instead of failing
+        # its batch again and again.
+        msg = "the time is out of range once converted to UTC (years 1 to 9999)"
+        raise ValueError(msg) from None
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
 
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
+# The forms nearly every producer writes, which the standard library reads the way pydantic
+# does; they are read here, in a third of the time pydantic's parsing and normalising took.
+# (The standard library would read an offset's minutes past 59; pydantic refuses them.)
+COMMON_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)"
+)
 
 
-def _rfc3339_text(value: Any) -> Any:
+def _read_rfc3339(value: Any) -> Any:
+    if isinstance(value, str) and COMMON_RFC3339.fullmatch(value):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return value  # out of range (hour 24, 30 February): pydantic explains it
+        return _to_millis(parsed)
     # pydantic alone would also read numbers, digit strings and other forms as times.
     if not isinstance(value, str) or not RFC3339.match(value):
         msg = "must be an RFC 3339 date-time with a zone, e.g. 2026-03-01T12:00:00Z"
@@ -46,7 +67,7 @@ def _rfc3339_text(value: Any) -> Any:
     return value
 
 
-Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339_text), AfterValidator(_to_millis)]
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_read_rfc3339), AfterValidator(_to_millis)]
 JsonObject = dict[str, Any]
 
 
@@ -238,6 +259,18 @@ class CloudEventEnvelope(BaseModel):
     data: JsonObject
 
 
+# The envelope of each consumed type with its `data` typed: ingest validates a common event
+# in one call instead of two.
+TYPED_ENVELOPES: dict[str, type[CloudEventEnvelope]] = {
+    event_type.value: create_model(
+        f"{event_type.name.title().replace('_', '')}Envelope",
+        __base__=CloudEventEnvelope,
+        data=(data_model, ...),
+    )
+    for event_type, data_model in DATA_MODELS.items()
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """A valid inbound event: its envelope attributes plus typed data."""
@@ -247,11 +280,12 @@ class Event:
     type: EventType
     time: datetime
     data: EventData
+    # `(source, id)` identifies an event; this is its stored form. Computed once: the rules
+    # and the store ask for it several times per event.
+    key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def key(self) -> str:
-        """`(source, id)` identifies an event; this is its stored form."""
-        return event_key(self.source, self.id)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", event_key(self.source, self.id))
 
     @property
     def campaign_id(self) -> str:

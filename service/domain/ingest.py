@@ -22,7 +22,14 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from service.domain.events import DATA_MODELS, CloudEventEnvelope, Event, EventType
+from service.domain.events import (
+    DATA_MODELS,
+    TYPED_ENVELOPES,
+    CloudEventEnvelope,
+    Event,
+    EventData,
+    EventType,
+)
 
 MAX_NESTING = 64  # BSON allows 100 levels; the stored documents add a few of their own.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -152,10 +159,7 @@ def _decode(record: RawRecord, max_event_bytes: int) -> Event:
             raise Reject(
                 "not_cloudevent", "the value is JSON but not an object; expected a CloudEvent"
             )
-    try:
-        envelope = CloudEventEnvelope.model_validate(document)
-    except ValidationError as error:
-        raise Reject("not_cloudevent", _explain(error, "")) from None
+    envelope = _envelope(document)
     if attributes is None:
         _check_content_type(envelope.datacontenttype)
     try:
@@ -168,11 +172,15 @@ def _decode(record: RawRecord, max_event_bytes: int) -> Event:
     model = DATA_MODELS.get(event_type)
     if model is None:
         raise Reject("unknown_type", f"type {envelope.type!r} is published, never consumed")
-    _check_storable(envelope.data, "data", 0)
-    try:
-        data = model.model_validate(envelope.data)
-    except ValidationError as error:
-        raise Reject("invalid_data", _explain(error, "data.")) from None
+    _check_storable(document["data"], "data", 0)
+    data: EventData
+    if isinstance(envelope.data, model):
+        data = envelope.data  # validated with the envelope
+    else:
+        try:
+            data = model.model_validate(envelope.data)
+        except ValidationError as error:
+            raise Reject("invalid_data", _explain(error, "data.")) from None
     _check_campaign(record, envelope, data.campaign_id)
     return Event(
         source=envelope.source,
@@ -181,6 +189,23 @@ def _decode(record: RawRecord, max_event_bytes: int) -> Event:
         time=envelope.time or _record_time(record),
         data=data,
     )
+
+
+def _envelope(document: dict[str, Any]) -> CloudEventEnvelope:
+    """The envelope, with `data` typed when the whole event validates in one call (the
+    common case, a sixth faster than two); otherwise the envelope alone, so that an error
+    is told as before: in the envelope first, in `data` after the other checks."""
+    event_type = document.get("type")
+    typed = TYPED_ENVELOPES.get(event_type) if isinstance(event_type, str) else None
+    if typed is not None:
+        try:
+            return typed.model_validate(document)
+        except ValidationError:
+            pass
+    try:
+        return CloudEventEnvelope.model_validate(document)
+    except ValidationError as error:
+        raise Reject("not_cloudevent", _explain(error, "")) from None
 
 
 def _parse_json(value: bytes) -> Any:

@@ -12,9 +12,10 @@ import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import AwareDatetime, TypeAdapter, ValidationError
 
 from service.domain import ingest
-from service.domain.events import ArtifactGenerated, Event, EventType
+from service.domain.events import ArtifactGenerated, Event, EventType, Timestamp
 from service.domain.ingest import MAX_NESTING, RawRecord, Rejection, decode
 from tests.unit.factories import cloud_event, record
 
@@ -152,6 +153,49 @@ def test_times_are_normalised_to_utc_milliseconds(text: str, expected: datetime)
     assert event.data.generated_at == expected
 
 
+@pytest.mark.parametrize("text", ["9999-12-31T23:59:59-05:00", "0001-01-01T00:00:00+05:00"])
+def test_a_time_past_the_years_utc_can_hold_is_refused_with_the_reason(text: str) -> None:
+    """Valid RFC 3339, but out of range in UTC: refused, not a batch failing forever."""
+    rejection = rejected(record(artifact_event(time=text)), "not_cloudevent")
+    assert "time" in rejection.detail and "UTC" in rejection.detail
+    raw = record(cloud_event(EventType.ARTIFACT_GENERATED, artifact_data(generated_at=text)))
+    assert "data.generated_at" in rejected(raw, "invalid_data").detail
+
+
+@given(
+    moment=st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)),
+    digits=st.integers(min_value=0, max_value=6),
+    zone=st.one_of(
+        st.just("Z"),
+        st.tuples(
+            st.sampled_from("+-"), st.integers(min_value=0, max_value=99), st.integers(0, 99)
+        ).map(lambda z: f"{z[0]}{z[1]:02d}:{z[2]:02d}"),
+    ),
+)
+def test_common_times_read_fast_as_pydantic_reads_them(
+    moment: datetime, digits: int, zone: str
+) -> None:
+    """The common forms are read by the standard library; any other answer than pydantic's
+    own reading (normalised to UTC milliseconds), or its refusal, would be a bug."""
+    fraction = f".{moment.microsecond:06d}"[: digits + 1] if digits else ""
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S") + fraction + zone
+
+    def answer(validate: Any) -> Any:
+        try:
+            return validate(text)
+        except ValidationError:
+            return "refused"
+
+    def pydantic_alone(value: str) -> datetime:
+        parsed = TypeAdapter(AwareDatetime).validate_python(value).astimezone(UTC)
+        return parsed.replace(microsecond=parsed.microsecond // 1000 * 1000)
+
+    fast = answer(TypeAdapter(Timestamp).validate_python)
+    assert fast == answer(pydantic_alone)
+    if fast != "refused":
+        assert fast.tzinfo is UTC
+
+
 def test_limits_at_the_edge_are_accepted() -> None:
     raw = record(artifact_event())
     decoded(raw, limit=len(raw.value or b""))
@@ -268,6 +312,8 @@ def test_a_datacontenttype_that_is_not_json_is_invalid_data(content_type: str) -
         ("id", ""),
         ("source", ""),
         ("type", ""),
+        ("type", ["campaign.artifact.generated"]),
+        ("type", {"campaign.artifact.generated": 1}),
         ("time", "2025-03-01T12:00:00"),  # no zone
         ("time", "yesterday"),
         ("data", "a string"),

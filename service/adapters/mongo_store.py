@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
+import cramjam
 import orjson
 from pymongo import AsyncMongoClient, InsertOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
@@ -173,19 +174,33 @@ def pack_outbox(entries: list[OutboxEntry]) -> bytes:
     """A campaign's entries as one compressed value for its snapshot document.
 
     Consecutive revisions of one campaign differ in a few fields: compressed together they
-    take about a twentieth of the bytes (measured: 25 revisions, 32 KB -> 1.7 KB), which the
-    database would otherwise write, journal and sync at every batch. Layout, before
-    compression: one JSON line of `[id, kind, revision, key, length]`, then the values.
+    take a fraction of the bytes, which the database would otherwise write, journal and
+    sync at every batch. Layout, before compression: one JSON line of
+    `[id, kind, revision, key, length]`, then the values.
+
+    LZ4 (a block, its size first), after a tag byte: 2.4 µs for three revisions of 3 KB,
+    against zlib's 18 at its fastest level, for 765 bytes against 562 (measured on the
+    benchmark's snapshots). It ran once per event with every revision published.
     """
     header = [[e.id, e.kind, e.revision, e.key, len(e.value)] for e in entries]
-    return zlib.compress(b"\n".join([orjson.dumps(header), *(e.value for e in entries)]), 1)
+    data = b"\n".join([orjson.dumps(header), *(e.value for e in entries)])
+    return LZ4_PACKED + bytes(cramjam.lz4.compress_block(data))
+
+
+# Earlier versions stored zlib streams, which never begin with this byte (0x78 does).
+LZ4_PACKED = b"\x01"
 
 
 def unpack_outbox(campaign_id: str, stored: bytes | list[Document]) -> list[OutboxEntry]:
-    """The inverse of `pack_outbox`; a list is the unpacked form earlier versions stored."""
+    """The inverse of `pack_outbox`; a zlib stream or a list is what earlier versions
+    stored."""
     if isinstance(stored, list):
         return [_entry(campaign_id, e) for e in stored]
-    data = zlib.decompress(stored)
+    stored = bytes(stored)
+    if stored.startswith(LZ4_PACKED):
+        data = bytes(cramjam.lz4.decompress_block(stored[len(LZ4_PACKED) :]))
+    else:
+        data = zlib.decompress(stored)
     line_end = data.index(b"\n")
     entries = []
     start = line_end + 1

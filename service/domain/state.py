@@ -72,20 +72,26 @@ class VersionState:
 
 @dataclass(slots=True)
 class ActiveVersion:
+    """An artifact's active version as the snapshot shows it. Replaced, never changed in
+    place: its rendering is kept, since every revision of the campaign renders it again."""
+
     version_id: str
     version_number: int
     created_at: datetime
     audit_state: str
     approved: bool
+    _rendered: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def render(self) -> dict[str, Any]:
-        return {
-            "version_id": self.version_id,
-            "version_number": self.version_number,
-            "created_at": iso(self.created_at),
-            "audit_state": self.audit_state,
-            "approved": self.approved,
-        }
+        if self._rendered is None:
+            self._rendered = {
+                "version_id": self.version_id,
+                "version_number": self.version_number,
+                "created_at": iso(self.created_at),
+                "audit_state": self.audit_state,
+                "approved": self.approved,
+            }
+        return self._rendered
 
 
 @dataclass(slots=True)

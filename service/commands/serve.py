@@ -24,6 +24,8 @@ from service.settings import Settings
 
 log = structlog.get_logger(__name__)
 
+GC_YOUNG_THRESHOLD = 50_000
+
 
 class _Server(uvicorn.Server):
     """uvicorn, beginning the stop at once and exiting 0 after a graceful stop.
@@ -97,6 +99,11 @@ def run(args: argparse.Namespace) -> int:
     # of the collector's sight, so a full collection does not walk it again and again while
     # batches allocate (a heap of long-lived objects otherwise costs every gen-2 pass).
     gc.freeze()
+    # A batch allocates ~100 objects per event and keeps most of them until it ends: at the
+    # default 700 allocations per young collection, each batch ran ~70 of them, walking and
+    # promoting the same live objects. 7 % fewer instructions per event in the rules'
+    # benchmark (callgrind); garbage cycles wait at most 50,000 allocations.
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
     sockets: list[socket.socket] = []
     for port in ports(settings, role):
         config = uvicorn_config(service.app, settings, port)

@@ -303,7 +303,9 @@ def raw_records(message: KafkaMessage) -> list[RawRecord]:
             offset=record.offset,
             key=record.key,
             value=record.value,
-            headers=tuple((name, value or b"") for name, value in record.headers),
+            headers=tuple((name, value or b"") for name, value in headers)
+            if (headers := record.headers)
+            else (),
             timestamp_ms=record.timestamp,
         )
         for record in records

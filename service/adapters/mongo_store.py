@@ -80,9 +80,10 @@ class Stamp:
     batch: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OutboxEntry:
-    """A message stored with the change that caused it, published after the commit.
+    """A message stored with the change that caused it, published after the commit (never
+    changed after it is made; not frozen, for speed: see `RawRecord`).
 
     `kind` is "snapshot" (ordered by `revision` within a campaign) or "dead_letter" (a
     refusal decided by the rules, which a redelivery would not repeat: the event is marked).

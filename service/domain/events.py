@@ -271,9 +271,10 @@ TYPED_ENVELOPES: dict[str, type[CloudEventEnvelope]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
-    """A valid inbound event: its envelope attributes plus typed data."""
+    """A valid inbound event: its envelope attributes plus typed data. Never changed after
+    it is made (not frozen, for speed: see `RawRecord`)."""
 
     source: str
     id: str
@@ -285,7 +286,7 @@ class Event:
     key: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "key", event_key(self.source, self.id))
+        self.key = event_key(self.source, self.id)
 
     @property
     def campaign_id(self) -> str:

@@ -82,9 +82,10 @@ def content_digest(content: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Inbound:
-    """A valid event and the record it came in, kept for holding and dead-lettering."""
+    """A valid event and the record it came in, kept for holding and dead-lettering (never
+    changed after it is made; not frozen, for speed: see `RawRecord`)."""
 
     event: Event
     record: RawRecord

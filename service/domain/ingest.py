@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -220,23 +221,30 @@ def _parse_json(value: bytes) -> Any:
     except orjson.JSONDecodeError:
         pass
     else:
-        if _exact(document):
+        if _exact((document,)):
             return document
     return _parse_json_strictly(value)
 
 
-def _exact(value: Any) -> bool:
-    """No number in it that orjson may have rounded: every integer fits in 64 bits and no
-    float is large enough to have been one that did not."""
-    kind = type(value)
-    if kind is dict:
-        return all(map(_exact, value.values()))
-    if kind is list:
-        return all(map(_exact, value))
-    if kind is int:
-        return bool(INT64_MIN <= value <= INT64_MAX)
-    if kind is float:
-        return bool(-_ROUNDED < value < _ROUNDED)
+def _exact(values: Iterable[Any]) -> bool:
+    """No number among `values`, or inside them, that orjson may have rounded: every integer
+    fits in 64 bits and no float is large enough to have been one that did not. (Leaves are
+    looked at in the loop, not in a call each: it runs on every event.)"""
+    for item in values:
+        kind = type(item)
+        if kind is str:
+            continue
+        if kind is dict:
+            if not _exact(item.values()):
+                return False
+        elif kind is list:
+            if not _exact(item):
+                return False
+        elif kind is int:
+            if not INT64_MIN <= item <= INT64_MAX:
+                return False
+        elif kind is float and not -_ROUNDED < item < _ROUNDED:
+            return False
     return True
 
 
@@ -350,17 +358,21 @@ def _check_campaign(record: RawRecord, envelope: CloudEventEnvelope, campaign_id
 
 def _storable(value: Any, depth: int) -> bool:
     """`_check_storable` without building the paths it names (it runs on every event)."""
-    if depth > MAX_NESTING:
-        return False
     kind = type(value)
+    if kind is not dict and kind is not list:
+        return depth <= MAX_NESTING
+    if depth >= MAX_NESTING and (depth > MAX_NESTING or value):
+        return False  # it, or what it holds, nests deeper than MAX_NESTING
+    items: Iterable[Any] = value
     if kind is dict:
-        for key, item in value.items():
-            if "\x00" in key or not _storable(item, depth + 1):
+        for key in value:
+            if "\x00" in key:
                 return False
-    elif kind is list:
-        for item in value:
-            if not _storable(item, depth + 1):
-                return False
+        items = value.values()
+    for item in items:
+        inner = type(item)
+        if (inner is dict or inner is list) and not _storable(item, depth + 1):
+            return False
     return True
 
 

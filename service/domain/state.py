@@ -102,6 +102,12 @@ class ArtifactState:
     updated_at: datetime
     version_count: int = 0
     active: ActiveVersion | None = None
+    # The last rendering and what it was made of: the snapshot shows only the count and the
+    # active version (replaced, never changed in place), so a rendering holds while both do.
+    # With every revision published, most artifacts of a campaign are rendered unchanged.
+    _rendered: tuple[int, ActiveVersion | None, dict[str, Any]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def clone(self) -> ArtifactState:
         # `active` is replaced, never changed in place: it can be shared.
@@ -112,15 +118,23 @@ class ArtifactState:
             self.updated_at,
             self.version_count,
             self.active,
+            self._rendered,
         )
 
     def render(self) -> dict[str, Any]:
-        return {
-            "artifact_id": self.artifact_id,
-            "artifact_type": self.artifact_type,
-            "version_count": self.version_count,
-            "active_version": self.active.render() if self.active else None,
-        }
+        rendered = self._rendered
+        if rendered is None or rendered[0] != self.version_count or rendered[1] is not self.active:
+            rendered = self._rendered = (
+                self.version_count,
+                self.active,
+                {
+                    "artifact_id": self.artifact_id,
+                    "artifact_type": self.artifact_type,
+                    "version_count": self.version_count,
+                    "active_version": self.active.render() if self.active else None,
+                },
+            )
+        return rendered[2]
 
 
 @dataclass(slots=True)

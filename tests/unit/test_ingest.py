@@ -550,3 +550,36 @@ def test_the_fast_parser_answers_as_the_standard_one(document: Any) -> None:
     assert fast == strict
     if fast[0] == "parsed":  # equal, and of the same types (1 and 1.0 compare equal)
         assert stdlib_json(fast[1]) == stdlib_json(strict[1])
+
+
+def _storable_by_definition(value: Any, depth: int) -> bool:
+    """What `_storable` must answer, written plainly: nothing deeper than MAX_NESTING, no
+    field name with NUL."""
+    if depth > MAX_NESTING:
+        return False
+    if isinstance(value, dict):
+        return all(
+            "\x00" not in key and _storable_by_definition(item, depth + 1)
+            for key, item in value.items()
+        )
+    if isinstance(value, list):
+        return all(_storable_by_definition(item, depth + 1) for item in value)
+    return True
+
+
+def _nested(leaf: Any, depth: int, key: str) -> Any:
+    for level in range(depth):
+        leaf = {key: leaf} if level % 2 else [leaf]
+    return leaf
+
+
+@given(
+    value=_JSON_VALUES,
+    depth=st.integers(min_value=MAX_NESTING - 3, max_value=MAX_NESTING + 1),
+    key=st.sampled_from(["k", "a\x00b"]),
+)
+def test_the_storability_walk_answers_as_its_definition(value: Any, depth: int, key: str) -> None:
+    """Near the nesting limit and with NUL in names, where a shortcut would go wrong."""
+    for document in (value, _nested(value, depth, key), {key: value}):
+        assert ingest._storable(document, 0) == _storable_by_definition(document, 0)
+        assert ingest._storable(document, 1) == _storable_by_definition(document, 1)

@@ -31,8 +31,8 @@ def iso(value: datetime | None) -> str | None:
 
 @functools.lru_cache(maxsize=8192)
 def _iso(value: datetime) -> str:
-    # Memoized: rendering a campaign's snapshot at each revision formats the same few times
-    # (its artifacts' active versions) again and again.
+    # Memoized: a campaign's snapshot at each revision, and its private state at each
+    # batch, format the same few times (created_at, the runs' and artifacts' times) again.
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -73,25 +73,22 @@ class VersionState:
 @dataclass(slots=True)
 class ActiveVersion:
     """An artifact's active version as the snapshot shows it. Replaced, never changed in
-    place: its rendering is kept, since every revision of the campaign renders it again."""
+    place (`ArtifactState.render` relies on it)."""
 
     version_id: str
     version_number: int
     created_at: datetime
     audit_state: str
     approved: bool
-    _rendered: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
     def render(self) -> dict[str, Any]:
-        if self._rendered is None:
-            self._rendered = {
-                "version_id": self.version_id,
-                "version_number": self.version_number,
-                "created_at": iso(self.created_at),
-                "audit_state": self.audit_state,
-                "approved": self.approved,
-            }
-        return self._rendered
+        return {
+            "version_id": self.version_id,
+            "version_number": self.version_number,
+            "created_at": iso(self.created_at),
+            "audit_state": self.audit_state,
+            "approved": self.approved,
+        }
 
 
 @dataclass(slots=True)

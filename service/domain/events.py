@@ -32,7 +32,7 @@ Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 def _to_millis(value: datetime) -> datetime:
     # MongoDB keeps milliseconds; normalising here keeps memory and storage equal.
     if value.tzinfo is UTC and not value.microsecond % 1000:
-        return value  # normalised already (`_read_rfc3339` does it for the common forms)
+        return value  # UTC milliseconds already, as most times are
     try:
         value = value.astimezone(UTC)
     except OverflowError:
@@ -46,7 +46,7 @@ def _to_millis(value: datetime) -> datetime:
 
 RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$")
 # The forms nearly every producer writes, which the standard library reads the way pydantic
-# does; they are read here, in a third of the time pydantic's parsing and normalising took.
+# does; read here, they validate in half the time pydantic's parsing took.
 # (The standard library would read an offset's minutes past 59; pydantic refuses them.)
 COMMON_RFC3339 = re.compile(
     r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)"
@@ -56,10 +56,9 @@ COMMON_RFC3339 = re.compile(
 def _read_rfc3339(value: Any) -> Any:
     if isinstance(value, str) and COMMON_RFC3339.fullmatch(value):
         try:
-            parsed = datetime.fromisoformat(value)
+            return datetime.fromisoformat(value)  # normalised by `_to_millis`, after
         except ValueError:
             return value  # out of range (hour 24, 30 February): pydantic explains it
-        return _to_millis(parsed)
     # pydantic alone would also read numbers, digit strings and other forms as times.
     if not isinstance(value, str) or not RFC3339.match(value):
         msg = "must be an RFC 3339 date-time with a zone, e.g. 2026-03-01T12:00:00Z"
@@ -259,18 +258,6 @@ class CloudEventEnvelope(BaseModel):
     data: JsonObject
 
 
-# The envelope of each consumed type with its `data` typed: ingest validates a common event
-# in one call instead of two.
-TYPED_ENVELOPES: dict[str, type[CloudEventEnvelope]] = {
-    event_type.value: create_model(
-        f"{event_type.name.title().replace('_', '')}Envelope",
-        __base__=CloudEventEnvelope,
-        data=(data_model, ...),
-    )
-    for event_type, data_model in DATA_MODELS.items()
-}
-
-
 @dataclass(slots=True)
 class Event:
     """A valid inbound event: its envelope attributes plus typed data. Never changed after
@@ -432,6 +419,18 @@ def inbound_event_schemas() -> dict[EventType, type[BaseModel]]:
 def inbound_model_name(event_type: EventType) -> str:
     """`campaign.run.started` -> `CampaignRunStarted`."""
     return "".join(part.capitalize() for part in event_type.replace("-", ".").split("."))
+
+
+# The envelope of each consumed type with its `data` typed: ingest validates a common event
+# in one call instead of two.
+TYPED_ENVELOPES: dict[str, type[CloudEventEnvelope]] = {
+    event_type.value: create_model(
+        f"{inbound_model_name(event_type)}Envelope",
+        __base__=CloudEventEnvelope,
+        data=(data_model, ...),
+    )
+    for event_type, data_model in DATA_MODELS.items()
+}
 
 
 def _envelope_for(event_type: EventType, data_model: type[BaseModel]) -> type[BaseModel]:

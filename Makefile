@@ -113,7 +113,6 @@ format: venv
 
 schemas: venv
 	$(PY) -m service schemas --out schemas
-	$(PY) -m service.api.openapi schemas/openapi.json
 
 bench: venv
 	$(PY) -m bench

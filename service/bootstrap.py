@@ -12,19 +12,22 @@ import structlog
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 
-from service.adapters.kafka import KafkaPublisher, build_broker, ensure_topics
-from service.adapters.kafka_feed import KafkaFeedFollower
+from service.adapters.kafka.broker import build_broker
+from service.adapters.kafka.consumer import CommitBehind, register_consumer
+from service.adapters.kafka.follower import OutputTopicsFollower
+from service.adapters.kafka.publisher import KafkaPublisher
+from service.adapters.kafka.topics import ensure_topics
+from service.adapters.mongo_maintenance import MongoMaintenance
 from service.adapters.mongo_reads import MongoReads
 from service.adapters.mongo_store import MongoStore
 from service.adapters.mongo_telemetry import CommandTimer
-from service.api.consumer import CommitBehind, register_consumer
 from service.api.http import build_api
 from service.api.management import management_app, split_ports
 from service.app import telemetry
-from service.app.feed import RecentDeadLetters, SnapshotFeed, SnapshotReader
 from service.app.health import Health, LagMonitor, Watchdog
 from service.app.maintenance import Maintenance
 from service.app.processor import BatchProcessor
+from service.app.streams import RecentDeadLetters, SnapshotFeed, SnapshotReader
 from service.schemas import asyncapi_document
 from service.settings import Settings
 
@@ -140,7 +143,7 @@ def build(settings: Settings | None = None, role: Role = "all") -> Service:
         event_listeners=[CommandTimer(telemetry.MONGODB_COMMAND_SECONDS)],
     )
     broker = build_broker(settings)
-    publisher = KafkaPublisher(broker, settings)
+    publisher = KafkaPublisher(settings)
     processor = BatchProcessor(
         store,
         publisher,
@@ -151,7 +154,7 @@ def build(settings: Settings | None = None, role: Role = "all") -> Service:
     commits = CommitBehind(watchdog)
     lag = _subscribe(broker, settings, processor, watchdog, commits) if consumes else None
     maintenance = Maintenance(
-        store,
+        MongoMaintenance(store),
         publisher,
         hold_seconds=settings.audit_hold_seconds,
         retention_seconds=settings.retention_seconds,
@@ -165,7 +168,7 @@ def build(settings: Settings | None = None, role: Role = "all") -> Service:
         backlog=settings.stream_client_backlog,
     )
     dead_letters = RecentDeadLetters()
-    follower = KafkaFeedFollower(settings, feed, dead_letters)
+    follower = OutputTopicsFollower(settings, feed, dead_letters)
     reads = MongoReads(store.db)
     service: Service
 

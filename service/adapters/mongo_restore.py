@@ -12,7 +12,9 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from service.adapters import mongo_schema as cols
-from service.adapters.mongo_store import MongoStore, OutboxEntry, Transaction
+from service.adapters.mongo_documents import KIND_OF
+from service.adapters.mongo_store import MongoStore, Transaction
+from service.app.outbox import OutboxEntry
 from service.app.restore import IMPORT_WRITER, Export, Plan, RestoreTransaction, Stored
 from service.domain.ledger import Changes, View
 
@@ -104,7 +106,7 @@ class MongoRestoreTransaction(RestoreTransaction):
     ) -> None:
         changes = Changes()
         for collection, docs in plan.inserts.items():
-            changes.inserts[collection] = [stored_form(collection, doc) for doc in docs]
+            changes.inserts[KIND_OF[collection]] = [stored_form(collection, doc) for doc in docs]
         changes.processed = [(key, export.campaign_id) for key in plan.event_keys]
         if plan.state is not None:
             changes.campaigns[export.campaign_id] = plan.state
@@ -127,10 +129,10 @@ class MongoRestore:
         return await self.store.in_transaction(lambda tx: work(MongoRestoreTransaction(tx)))
 
     async def pending_outbox(self, campaign_ids: Iterable[str]) -> list[OutboxEntry]:
-        return await self.store.pending_outbox(campaign_ids)
+        return await self.store.outbox.pending(campaign_ids)
 
     async def delete_outbox(self, entries: Iterable[OutboxEntry]) -> None:
-        await self.store.delete_outbox(entries)
+        await self.store.outbox.delete(entries)
 
     async def confirm_published(self, campaign_id: str, writer: str) -> None:
         """Published: the document's entries need not be sent again. Only while `writer` still

@@ -28,8 +28,8 @@ from service.api.routes import (
     streams,
     versions,
 )
-from service.app.feed import RecentDeadLetters, SnapshotFeed, SnapshotReader
 from service.app.health import Health
+from service.app.streams import RecentDeadLetters, SnapshotFeed, SnapshotReader
 
 
 def bearer_guard(tokens: tuple[str, ...]) -> Callable[[Request], None]:

@@ -1,15 +1,12 @@
 """The API's OpenAPI document: FastAPI's, plus the bearer security scheme and the 401 answer.
 
-`python -m service.api.openapi schemas/openapi.json` writes the committed copy (`make
-schemas`); tests/unit/test_openapi.py fails when it drifts from the code, and `make lint`
-validates it with openapi-spec-validator.
+`campaign-ledger schemas` writes the committed copy (`make schemas`);
+tests/unit/test_openapi.py fails when it drifts from the code, and `make lint` validates it
+with openapi-spec-validator.
 """
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
@@ -49,19 +46,3 @@ def install(app: FastAPI) -> None:
         return document
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-def document() -> dict[str, Any]:
-    """The document of an app built with default settings (what is committed)."""
-    from service.bootstrap import build  # noqa: PLC0415 - only this entry point needs it
-    from service.settings import Settings  # noqa: PLC0415
-
-    return build(Settings.defaults()).app.openapi()
-
-
-def write(path: Path) -> None:
-    path.write_text(json.dumps(document(), indent=2, sort_keys=False) + "\n")
-
-
-if __name__ == "__main__":
-    write(Path(sys.argv[1] if len(sys.argv) > 1 else "schemas/openapi.json"))

@@ -8,9 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from service.adapters.mongo_store import MongoStore, StoreUnavailable, held_record
+from service.adapters.mongo_documents import held_record
+from service.adapters.mongo_errors import StoreUnavailable
+from service.adapters.mongo_maintenance import MongoMaintenance
 from service.app import telemetry
-from service.app.processor import Publisher, dead_letter
+from service.app.outbox import Publisher, dead_letter
 from service.domain.ingest import Rejection
 
 log = structlog.get_logger(__name__)
@@ -21,7 +23,7 @@ SWEEP_LIMIT = 500
 class Maintenance:
     def __init__(
         self,
-        store: MongoStore,
+        store: MongoMaintenance,
         publisher: Publisher,
         *,
         hold_seconds: float,

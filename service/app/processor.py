@@ -19,53 +19,36 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
 
-import orjson
 import structlog
-from pymongo.errors import PyMongoError
 
-from service.adapters.mongo_store import (
-    ConcurrentUpdate,
-    MongoStore,
-    OutboxEntry,
-    Stamp,
-    StoreRejected,
-    Transaction,
-)
+from service.adapters.mongo_errors import ConcurrentUpdate, StoreRejected
+from service.adapters.mongo_store import MongoStore, Transaction
 from service.app import telemetry
-from service.domain.events import EventType
+from service.app.outbox import (
+    OutboxEntry,
+    PublishedMarks,
+    Publisher,
+    Stamp,
+    dead_letter,
+    semantic_dead_letter,
+    snapshot_entry,
+)
 from service.domain.ingest import RawRecord, Rejection, decode
 from service.domain.ledger import (
     Changes,
     Inbound,
     Missing,
     Publication,
-    SemanticRejection,
     View,
     apply_batch,
     prefetch_keys,
 )
-from service.domain.state import iso
 
 log = structlog.get_logger(__name__)
 
-SOURCE = "urn:campaign-ledger"
 MAX_CONFLICT_RETRIES = 8
 TRANSACTION_BYTES = 8 * 1024 * 1024
-# How often, at most, the published mark is written while batches run. The mark only spares
-# a later owner of the same documents from publishing their entries again (this instance
-# knows what it published): after a crash, up to this much is published once more. A
-# rebalance and a stop write it at once (`flush`). One write per batch cost a few ms of
-# database time per small batch, on the way to the next transaction.
-MARK_INTERVAL_SECONDS = 1.0
-
-
-class Publisher(Protocol):
-    """Where snapshots and dead letters go; Kafka in production (adapters.kafka_publisher)."""
-
-    async def publish(self, entries: Sequence[OutboxEntry]) -> None:
-        """Send each entry to its topic, keyed, in order; return once all are acknowledged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,64 +59,6 @@ class BatchResult:
     held: int
     rejected: int
     revisions: int
-
-
-def snapshot_event(snapshot: dict[str, Any], now: datetime) -> dict[str, Any]:
-    campaign_id = snapshot["campaign_id"]
-    return {
-        "specversion": "1.0",
-        # deterministic, so a consumer can drop a revision published twice after a crash
-        "id": f"snapshot:{campaign_id}:{snapshot['revision']}",
-        "source": SOURCE,
-        "type": EventType.SNAPSHOT_UPDATED.value,
-        "time": iso(now),
-        "subject": campaign_id,
-        "datacontenttype": "application/json",
-        "data": snapshot,
-    }
-
-
-def rejection_event(rejection: Rejection, now: datetime) -> dict[str, Any]:
-    record = rejection.record
-    return {
-        "specversion": "1.0",
-        # the record's coordinates: the same bad record rejected twice has one id
-        "id": f"rejected:{record.topic}:{record.partition}:{record.offset}",
-        "source": SOURCE,
-        "type": EventType.EVENT_REJECTED.value,
-        "time": iso(now),
-        "datacontenttype": "application/json",
-        "data": rejection.as_data(),
-    }
-
-
-def dead_letter(rejection: Rejection, now: datetime, campaign_id: str = "") -> OutboxEntry:
-    data = rejection.as_data()
-    return OutboxEntry(
-        id=f"{campaign_id}:dead-letter:{data['topic']}:{data['partition']}:{data['offset']}",
-        campaign_id=campaign_id,
-        kind="dead_letter",
-        revision=0,
-        key=data["key"],
-        value=orjson.dumps(rejection_event(rejection, now)),
-    )
-
-
-def snapshot_entry(snapshot: dict[str, Any], now: datetime) -> OutboxEntry:
-    campaign_id = snapshot["campaign_id"]
-    return OutboxEntry(
-        id=f"{campaign_id}:{snapshot['revision']:012d}",
-        campaign_id=campaign_id,
-        kind="snapshot",
-        revision=snapshot["revision"],
-        key=campaign_id,
-        value=orjson.dumps(snapshot_event(snapshot, now)),
-    )
-
-
-def semantic_dead_letter(item: SemanticRejection, now: datetime) -> OutboxEntry:
-    rejection = Rejection(item.reason, item.detail, item.inbound.record)
-    return dead_letter(rejection, now, item.inbound.event.campaign_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,14 +72,11 @@ class _Applied:
 class BatchProcessor:
     """Runs the batches of one consumer, one after the other.
 
-    The snapshot outbox rides in the snapshot documents (see `Transaction.write`), stamped
-    with this processor's `writer` name (new at each start) and the batch number. After a
-    batch's publication the store notes "writer W published up to batch B" (one small
-    write, at most once per MARK_INTERVAL_SECONDS, and at once before a rebalance or a
-    stop). A loaded document whose stamp is past its writer's mark (a crash or a failure
-    between commit and publication) has entries that may never have gone out: the batch
-    publishes them again, first, and carries them into the document it rewrites, or
-    restamps the document it does not rewrite, so they go out once more, not every time.
+    Each batch's outbox entries are stamped (see `service.app.outbox`). A loaded document
+    whose stamp is past its writer's published mark (a crash or a failure between commit
+    and publication) has entries that may never have gone out: the batch publishes them
+    again, first, and carries them into the document it rewrites, or restamps the document
+    it does not rewrite, so they go out once more, not every time.
     """
 
     def __init__(
@@ -171,12 +93,7 @@ class BatchProcessor:
         self.max_event_bytes = max_event_bytes
         self.publication: Publication = publication
         self.clock = clock
-        self.writer = uuid.uuid4().hex
-        self.batches = 0  # the number of the last batch begun
-        self.published = 0  # every entry of this writer up to this batch is published
-        self._marking: asyncio.Future[None] | None = None  # the mark being written (`settle`)
-        self._unmarked: tuple[Stamp, datetime] | None = None  # published, mark not written
-        self._marked_at = float("-inf")  # monotonic time the last write began
+        self.marks = PublishedMarks(uuid.uuid4().hex, store.outbox.mark_published)
 
     async def process(self, records: Sequence[RawRecord]) -> BatchResult:
         started = time.perf_counter()
@@ -209,7 +126,7 @@ class BatchProcessor:
                     _merge(stored, one)
                     published.extend(sent)
             _merge(changes, stored)
-            await self.store.delete_outbox(published)
+            await self.store.outbox.delete(published)
         if rejections:
             # Not marked as processed, so a redelivery finds and sends them again.
             now = self.clock()
@@ -222,7 +139,7 @@ class BatchProcessor:
             rejected=len(rejections) + len(changes.rejections),
             revisions=changes.revisions,
         )
-        telemetry.observe_batch(
+        _observe(
             result,
             [r.reason for r in rejections] + [r.reason for r in changes.rejections],
             time.perf_counter() - started,
@@ -230,44 +147,15 @@ class BatchProcessor:
         return result
 
     async def flush(self) -> None:
-        """Write the published mark now, up to the last batch published: before a rebalance
-        hands the campaigns to another instance, and before a stop."""
-        await self.settle()
-        if self._unmarked is not None:
-            self._mark(*self._unmarked)
-            await self.settle()
-
-    def _mark(self, stamp: Stamp, now: datetime) -> None:
-        """Begin writing the mark; `settle` waits for it."""
-        self._unmarked = None
-        self._marked_at = time.monotonic()
-        self._marking = asyncio.ensure_future(self.store.mark_published(stamp, now))
-
-    async def settle(self) -> None:
-        """Wait for the published mark being written, if one is.
-
-        The mark only spares a later reader of the same documents (this instance restarted,
-        another one after a rebalance) from publishing them again; this instance knows what
-        it published. So it is written while the offsets are committed and the next batch is
-        fetched, and awaited only before the next transaction (marks land in order). A
-        failure to write it is logged, not retried: at worst those entries are published
-        once more (at least once).
-        """
-        marking, self._marking = self._marking, None
-        if marking is None:
-            return
-        try:
-            await marking
-        except PyMongoError as error:  # mark_published is a plain driver call
-            log.warning("published_mark_not_written", error=str(error))
+        """Write the published mark now: before a rebalance or a stop."""
+        await self.marks.flush()
 
     async def _store(self, inbound: list[Inbound]) -> tuple[Changes, list[OutboxEntry]]:
         """Apply in one transaction, then publish the touched campaigns' outbox."""
-        await self.settle()  # the previous chunk's mark goes before this one's
+        await self.marks.settle()  # the previous chunk's mark goes before this one's
         now = self.clock()
         seq_base = time.time_ns()
-        self.batches += 1
-        stamp = Stamp(self.writer, self.batches)
+        stamp = self.marks.next_stamp()
         for attempt in range(MAX_CONFLICT_RETRIES):
             try:
                 applied = await self.store.in_transaction(
@@ -284,14 +172,9 @@ class BatchProcessor:
         telemetry.BATCH_PHASE_SECONDS.labels("commit").observe(committed - applied.written)
         # Entries in the outbox collection (dead letters decided by the rules, snapshots too
         # large for their document) go first: a leftover there is older than anything new.
-        pending = await self.store.pending_outbox({i.event.campaign_id for i in inbound})
+        pending = await self.store.outbox.pending({i.event.campaign_id for i in inbound})
         await self.publisher.publish(pending + applied.publish)
-        if applied.publish:
-            self._unmarked = (stamp, now)
-            if time.monotonic() - self._marked_at >= MARK_INTERVAL_SECONDS:
-                # Not awaited here: the caller commits the offsets meanwhile (see `settle`).
-                self._mark(stamp, now)
-        self.published = stamp.batch
+        self.marks.published_up_to(stamp, now, stored_any=bool(applied.publish))
         telemetry.BATCH_PHASE_SECONDS.labels("publish").observe(time.perf_counter() - committed)
         return applied.changes, pending
 
@@ -313,7 +196,7 @@ class BatchProcessor:
                 telemetry.VIEW_RELOADS.inc()
                 await tx.load_missing(view, missing)
         ruled = time.perf_counter()
-        leftovers = await self._leftovers(tx)
+        leftovers = await self.marks.leftovers(tx.stored_outbox, tx.published_marks)
         new = [snapshot_entry(s, now) for s in changes.snapshots]
         # A rewritten document keeps its leftovers until they are known to be published.
         carried = [e for c in changes.campaigns if c in leftovers for e in leftovers[c]]
@@ -327,18 +210,6 @@ class BatchProcessor:
         phase.labels("write").observe(written - ruled)
         publish = [e for entries in untouched.values() for e in entries] + carried + new
         return _Applied(changes, publish, written)
-
-    async def _leftovers(self, tx: Transaction) -> dict[str, list[OutboxEntry]]:
-        """Stored entries not known to be published: stamped past their writer's mark."""
-        marks = {self.writer: self.published}
-        others = {stored.writer for stored in tx.stored_outbox.values()} - marks.keys()
-        if others:
-            marks.update(await tx.published_marks(others))
-        return {
-            campaign_id: stored.entries
-            for campaign_id, stored in tx.stored_outbox.items()
-            if stored.batch > marks.get(stored.writer, 0)
-        }
 
 
 def _revision(view: View, campaign_id: str) -> int:
@@ -371,3 +242,15 @@ def _merge(into: Changes, one: Changes) -> None:
     into.snapshots.extend(one.snapshots)
     into.revisions += one.revisions
     into.rejections.extend(one.rejections)
+
+
+def _observe(result: BatchResult, reasons: Sequence[str], seconds: float) -> None:
+    telemetry.BATCH_SECONDS.observe(seconds)
+    telemetry.BATCH_SIZE.observe(result.records)
+    telemetry.EVENTS.labels("applied").inc(result.applied)
+    telemetry.EVENTS.labels("duplicate").inc(result.duplicates)
+    telemetry.EVENTS.labels("held").inc(result.held)
+    telemetry.EVENTS.labels("rejected").inc(result.rejected)
+    telemetry.SNAPSHOT_REVISIONS.inc(result.revisions)
+    for reason in reasons:
+        telemetry.REJECTIONS.labels(reason).inc()

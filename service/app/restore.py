@@ -39,12 +39,11 @@ from service.adapters.mongo_schema import (
     RUNS,
     VERSIONS,
 )
-from service.adapters.mongo_store import OutboxEntry
 from service.app.export import dumps
-from service.app.processor import Publisher, snapshot_entry
+from service.app.outbox import OutboxEntry, Publisher, snapshot_entry
 from service.domain.events import CampaignStatus, RunStatus, event_key
 from service.domain.state import (
-    ActiveVersion,
+    ActiveVersionState,
     ArtifactState,
     CampaignState,
     Counts,
@@ -158,7 +157,7 @@ def _state(export: Export, revision: int) -> CampaignState:
             created_at=_time(doc["created_at"]),
             updated_at=_time(doc["updated_at"]),
             version_count=doc["version_count"],
-            active=ActiveVersion(
+            active=ActiveVersionState(
                 version_id=active["_id"],
                 version_number=active["version_number"],
                 created_at=_time(active["created_at"]),

@@ -1,17 +1,13 @@
-"""Prometheus metrics and structured logging: what operators watch (seed spec, Metrics)."""
+"""Prometheus metrics and structured logging: what operators watch."""
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import structlog
 from prometheus_client import Counter, Gauge, Histogram
-
-if TYPE_CHECKING:
-    from service.app.processor import BatchResult
 
 EVENTS = Counter(
     "ledger_events_total",
@@ -29,7 +25,7 @@ BATCH_SECONDS = Histogram(
     "Time to store and publish one consumed batch.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-# Where a batch's time goes (issue 9): `wait` from the oldest record's Kafka timestamp to
+# Where a batch's time goes: `wait` from the oldest record's Kafka timestamp to
 # the batch's start, then `load`, `rules`, `write` and `commit` of its transaction,
 # `publish` (outbox read and Kafka acknowledgements) and `ack` (the offsets commit).
 BATCH_PHASE_SECONDS = Histogram(
@@ -118,18 +114,6 @@ SNAPSHOT_CACHE = Counter(
     "Snapshot reads answered from the in-memory feed cache (hit) or MongoDB (miss).",
     ["result"],
 )
-
-
-def observe_batch(result: BatchResult, reasons: Sequence[str], seconds: float) -> None:
-    BATCH_SECONDS.observe(seconds)
-    BATCH_SIZE.observe(result.records)
-    EVENTS.labels("applied").inc(result.applied)
-    EVENTS.labels("duplicate").inc(result.duplicates)
-    EVENTS.labels("held").inc(result.held)
-    EVENTS.labels("rejected").inc(result.rejected)
-    SNAPSHOT_REVISIONS.inc(result.revisions)
-    for reason in reasons:
-        REJECTIONS.labels(reason).inc()
 
 
 def observe_snapshot(snapshot: dict[str, Any], seconds: float) -> None:

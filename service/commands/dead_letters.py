@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from collections.abc import Callable
 
-from service.adapters.kafka_replay import DeadLetterReader, KafkaUnavailable, ReplayProducer
+from service.adapters.kafka.replay import DeadLetterReader, KafkaUnavailable, ReplayProducer
 from service.app.replay import DeadLetter, NotReplayable, Replay, Selection, replay_of
 from service.commands.common import OK, emit, fail, progress, rfc3339, unavailable
 from service.settings import Settings

@@ -10,14 +10,11 @@ from pathlib import Path
 from aiokafka.errors import KafkaError
 from pymongo.errors import PyMongoError
 
-from service.adapters.kafka import KafkaPublisher, build_broker
+from service.adapters.kafka.broker import build_broker
+from service.adapters.kafka.publisher import KafkaPublisher
+from service.adapters.mongo_errors import ConcurrentUpdate, StoreRejected, StoreUnavailable
 from service.adapters.mongo_restore import MongoRestore
-from service.adapters.mongo_store import (
-    ConcurrentUpdate,
-    MongoStore,
-    StoreRejected,
-    StoreUnavailable,
-)
+from service.adapters.mongo_store import MongoStore
 from service.app.restore import (
     InvalidExport,
     RestoreConflict,
@@ -62,7 +59,7 @@ async def _import(settings: Settings, raw: bytes) -> RestoreResult:
     export = load_export(raw)
     store = MongoStore.connect(settings.mongodb_uri.get_secret_value(), settings.mongodb_database)
     broker = build_broker(settings)
-    publisher = KafkaPublisher(broker, settings)
+    publisher = KafkaPublisher(settings)
     try:
         with progress() as bar:
             task = bar.add_task(f"importing {export.campaign_id}", total=export.count())

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -54,7 +54,9 @@ from service.domain.state import (
     VersionState,
 )
 
+# What the rules patch (whole or in part), and every kind of record they insert.
 Entity = Literal["campaign", "artifact", "run", "version"]
+Kind = Literal["campaign", "artifact", "run", "version", "audit_report", "iteration_log"]
 Record = dict[str, Any]
 
 
@@ -186,7 +188,7 @@ class View:
 class Changes:
     """Everything one batch does, for the store to write in one transaction."""
 
-    inserts: dict[str, list[Record]] = field(default_factory=dict)
+    inserts: dict[Kind, list[Record]] = field(default_factory=dict)
     patches: dict[tuple[Entity, str], Record] = field(default_factory=dict)
     campaigns: dict[str, CampaignState] = field(default_factory=dict)
     # Each revision's snapshot; with publication "latest", only each campaign's newest.
@@ -199,15 +201,11 @@ class Changes:
     applied: int = 0
     duplicates: int = 0
 
-    def insert(self, collection: str, record: Record) -> None:
-        self.inserts.setdefault(collection, []).append(record)
+    def insert(self, kind: Kind, record: Record) -> None:
+        self.inserts.setdefault(kind, []).append(record)
 
     def patch(self, entity: Entity, entity_id: str, fields: Record) -> None:
         self.patches.setdefault((entity, entity_id), {}).update(fields)
-
-    @property
-    def is_empty(self) -> bool:
-        return not (self.inserts or self.patches or self.processed or self.held or self.released)
 
 
 class _Reject(Exception):
@@ -287,6 +285,19 @@ class _Batch:
         # ids first claimed in this batch: owners the view cannot know yet
         self.new_artifact_owners: dict[str, str] = {}
         self.new_run_owners: dict[str, str] = {}
+        # The rule of each event type but generation (which also releases held events).
+        self.rules: dict[type, Callable[[Event, Any, CampaignState], bool]] = {
+            AuditCompleted: self._audit_completed,
+            FeedbackSubmitted: self._feedback_submitted,
+            VersionApproved: self._version_approved,
+            VersionArchiveRequested: self._version_archived,
+            CampaignCreated: self._campaign_created,
+            StatusChanged: self._status_changed,
+            RunStarted: self._run_started,
+            RunCompleted: self._run_completed,
+            DeleteRequested: self._delete_requested,
+            RestoreRequested: self._restore_requested,
+        }
 
     # ---- driving ---------------------------------------------------------------------
 
@@ -353,9 +364,7 @@ class _Batch:
         data = event.data
         if isinstance(data, ArtifactGenerated):
             return self._artifact_generated(event, data, campaign)
-        handler = getattr(self, _RULES[type(data)])
-        changed: bool = handler(event, data, campaign)
-        return changed, []
+        return self.rules[type(data)](event, data, campaign), []
 
     # ---- state access ------------------------------------------------------------------
 
@@ -520,7 +529,7 @@ class _Batch:
         outcome = data.outcome.value
         campaign.audit_outcomes[outcome] = campaign.audit_outcomes.get(outcome, 0) + 1
         self.changes.insert(
-            "audit_reports",
+            "audit_report",
             {
                 "_id": derive_id("ar", event.key),
                 "campaign_id": campaign.campaign_id,
@@ -561,7 +570,7 @@ class _Batch:
         version.feedback_count += 1
         self._touch_version(version)
         self.changes.insert(
-            "iteration_logs",
+            "iteration_log",
             {
                 "_id": derive_id("it", event.key),
                 "feedback_id": event.id,
@@ -697,7 +706,7 @@ class _Batch:
             version = self.versions[version_id]
             record.update(_version_marks(version))
             record.update(changes.patches.pop(("version", version_id), {}))
-            changes.insert("versions", record)
+            changes.insert("version", record)
         for version_id in self.dirty_versions - self.new_versions.keys():
             changes.patch("version", version_id, _version_marks(self.versions[version_id]))
         for campaign_id, artifact_id in self.dirty_artifacts:
@@ -746,20 +755,6 @@ class _Batch:
                     "revision": campaign.revision,
                 },
             )
-
-
-_RULES: dict[type, str] = {
-    AuditCompleted: "_audit_completed",
-    FeedbackSubmitted: "_feedback_submitted",
-    VersionApproved: "_version_approved",
-    VersionArchiveRequested: "_version_archived",
-    CampaignCreated: "_campaign_created",
-    StatusChanged: "_status_changed",
-    RunStarted: "_run_started",
-    RunCompleted: "_run_completed",
-    DeleteRequested: "_delete_requested",
-    RestoreRequested: "_restore_requested",
-}
 
 
 def _version_marks(version: VersionState) -> Record:

@@ -60,8 +60,8 @@ class VersionState:
     # The key of the event that made it: a version is that event's processed mark.
     made_by: str = ""
 
-    def summary(self) -> ActiveVersion:
-        return ActiveVersion(
+    def summary(self) -> ActiveVersionState:
+        return ActiveVersionState(
             version_id=self.version_id,
             version_number=self.version_number,
             created_at=self.created_at,
@@ -71,7 +71,7 @@ class VersionState:
 
 
 @dataclass(slots=True)
-class ActiveVersion:
+class ActiveVersionState:
     """An artifact's active version as the snapshot shows it. Replaced, never changed in
     place (`ArtifactState.render` relies on it)."""
 
@@ -98,11 +98,11 @@ class ArtifactState:
     created_at: datetime
     updated_at: datetime
     version_count: int = 0
-    active: ActiveVersion | None = None
+    active: ActiveVersionState | None = None
     # The last rendering and what it was made of: the snapshot shows only the count and the
     # active version (replaced, never changed in place), so a rendering holds while both do.
     # With every revision published, most artifacts of a campaign are rendered unchanged.
-    _rendered: tuple[int, ActiveVersion | None, dict[str, Any]] | None = field(
+    _rendered: tuple[int, ActiveVersionState | None, dict[str, Any]] | None = field(
         default=None, repr=False, compare=False
     )
 
@@ -279,7 +279,7 @@ class CampaignState:
                 created_at=_required(parse_iso(created)),
                 updated_at=_required(parse_iso(updated)),
                 version_count=item["version_count"],
-                active=ActiveVersion(
+                active=ActiveVersionState(
                     version_id=active["version_id"],
                     version_number=active["version_number"],
                     created_at=_required(parse_iso(active["created_at"])),

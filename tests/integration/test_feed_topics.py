@@ -11,8 +11,8 @@ import asyncio
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from service.adapters.kafka_feed import KafkaFeedFollower
-from service.app.feed import RecentDeadLetters, SnapshotFeed
+from service.adapters.kafka.follower import OutputTopicsFollower
+from service.app.streams import RecentDeadLetters, SnapshotFeed
 from tests.integration.harness import isolated_settings
 
 
@@ -21,7 +21,7 @@ async def test_the_feed_waits_for_its_topics_and_creates_none(
 ) -> None:
     settings = isolated_settings(kafka_bootstrap, mongodb_uri)
     feed = SnapshotFeed(max_streams=10, cache_entries=10, cache_seconds=0)
-    follower = KafkaFeedFollower(settings, feed, RecentDeadLetters())
+    follower = OutputTopicsFollower(settings, feed, RecentDeadLetters())
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
     starting = asyncio.create_task(follower.start())

@@ -7,7 +7,7 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from service.adapters.mongo_store import StoreUnavailable
+from service.adapters.mongo_errors import StoreUnavailable
 from tests.integration.harness import (
     Ledger,
     cloud_event,

@@ -9,7 +9,7 @@ import uuid
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from service.adapters.kafka import fetch_when_taken
+from service.adapters.kafka.consumer import fetch_when_taken
 
 LONG_POLL_MS = 3000
 

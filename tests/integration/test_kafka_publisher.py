@@ -7,8 +7,8 @@ import uuid
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from service.adapters.kafka import KafkaPublisher, build_broker
-from service.adapters.mongo_store import OutboxEntry
+from service.adapters.kafka.publisher import KafkaPublisher
+from service.app.outbox import OutboxEntry
 from service.settings import Settings
 
 PARTITIONS = 3
@@ -43,7 +43,7 @@ async def test_every_record_lands_where_and_in_the_order_kafka_would_put_it(
     entries += [_entry(c, n, 200) for n in range(20) for c in campaigns[1:]]
     entries += [_entry(None, n, 100) for n in range(3)]  # unkeyed: any partition
 
-    publisher = KafkaPublisher(build_broker(settings), settings)
+    publisher = KafkaPublisher(settings)
     await publisher.start()
     try:
         await publisher.publish(entries)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from service.adapters.mongo_documents import COLLECTION_OF
 from service.domain.ledger import (
     Changes,
     HeldEvent,
@@ -168,9 +169,9 @@ class MemoryStore:
 
     def commit(self, changes: Changes, view: View | None = None) -> None:
         """Apply `changes` as one transaction; with `view`, check revisions like MongoDB."""
-        for collection, records in changes.inserts.items():
+        for kind, records in changes.inserts.items():
             for doc in records:
-                self._insert(collection, copy.deepcopy(doc))
+                self._insert(COLLECTION_OF[kind], copy.deepcopy(doc))
         for (entity, entity_id), fields in changes.patches.items():
             self._patch(entity, entity_id, copy.deepcopy(fields))
         for key, campaign_id in changes.processed:

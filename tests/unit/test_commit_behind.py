@@ -10,7 +10,7 @@ from typing import Any
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError
 
-from service.api.consumer import CommitBehind
+from service.adapters.kafka.consumer import CommitBehind
 from service.app.health import Watchdog
 
 

@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from service.adapters.kafka_feed import KafkaFeedFollower
-from service.app.feed import (
+from service.adapters.kafka.follower import OutputTopicsFollower
+from service.app.streams import (
     RecentDeadLetters,
     Snapshot,
     SnapshotFeed,
@@ -161,7 +161,7 @@ def test_recent_dead_letters_keep_the_last_hour_without_values() -> None:
 
 def test_the_follower_ignores_records_that_are_not_snapshots_it_published() -> None:
     f = feed()
-    follower = KafkaFeedFollower(Settings.defaults(), f, RecentDeadLetters())
+    follower = OutputTopicsFollower(Settings.defaults(), f, RecentDeadLetters())
     for value in (None, b"", b"not json", b"[]", b'{"data": 1}', b'{"data": {"revision": 1}}'):
         follower._snapshot(value)
     assert f.cached("c-1") is None

@@ -10,7 +10,8 @@ from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.adapters.kafka import same_partition_as_kafka, top_up
+from service.adapters.kafka.consumer import top_up
+from service.adapters.kafka.publisher import same_partition_as_kafka
 
 
 @given(key=st.binary(max_size=64), partitions=st.integers(min_value=1, max_value=64))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from service.api.openapi import document
+from service.commands.schemas import openapi_document as document
 
 COMMITTED = Path(__file__).resolve().parents[2] / "schemas" / "openapi.json"
 

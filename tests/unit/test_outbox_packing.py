@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import zlib
-
 import orjson
+import pytest
 
-from service.adapters.mongo_store import OutboxEntry, pack_outbox, unpack_outbox
+from service.adapters.mongo_outbox import pack_outbox, unpack_outbox
+from service.app.outbox import OutboxEntry
 
 
 def entry(revision: int) -> OutboxEntry:
@@ -24,22 +24,6 @@ def test_packed_entries_come_back_byte_for_byte() -> None:
     assert len(packed) < sum(len(e.value) for e in entries) / 2
 
 
-def test_entries_stored_unpacked_by_an_older_version_are_read() -> None:
-    old = entry(7)
-    stored = [
-        {
-            "id": old.id,
-            "kind": old.kind,
-            "revision": old.revision,
-            "key": old.key,
-            "event": orjson.loads(old.value),
-        }
-    ]
-    assert unpack_outbox("c-1", stored) == [old]
-
-
-def test_entries_packed_by_an_older_version_with_zlib_are_read() -> None:
-    entries = [entry(n) for n in range(1, 4)]
-    header = [[e.id, e.kind, e.revision, e.key, len(e.value)] for e in entries]
-    data = b"\n".join([orjson.dumps(header), *(e.value for e in entries)])
-    assert unpack_outbox("c-1", zlib.compress(data, 1)) == entries
+def test_an_unknown_packing_is_refused_not_misread() -> None:
+    with pytest.raises(ValueError, match="unknown packing"):
+        unpack_outbox("c-1", b"\x78" + b"anything")

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from service.adapters.kafka import build_broker
+from service.adapters.kafka.broker import build_broker
 from service.commands.serve import uvicorn_config
 from service.settings import Settings
 from tests.unit.manifests import K8S, ROOT, base_settings, only_these

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Response
 
 from service.api.common import json_response
-from service.app.feed import RecentDeadLetters
+from service.app.streams import RecentDeadLetters
 
 
 def router(dead_letters: RecentDeadLetters) -> APIRouter:

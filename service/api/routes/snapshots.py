@@ -9,7 +9,7 @@ from fastapi import APIRouter, Header, HTTPException, Response
 
 from service.api.common import GONE, NOT_FOUND, CampaignId, unknown_campaign
 from service.app import telemetry
-from service.app.feed import SnapshotReader
+from service.app.streams import SnapshotReader
 from service.domain.events import CampaignSnapshot
 
 

@@ -1,7 +1,7 @@
 """Server-Sent Events: GET /campaigns/{id}/stream and GET /stream (contract: live snapshots).
 
 A plain StreamingResponse writing the three SSE fields we need; the fan-out, the limits and
-skip-to-latest live in `service.app.feed`, the shutdown in `Service.begin_stop`.
+skip-to-latest live in `service.app.streams`, the shutdown in `Service.begin_stop`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from fastapi.responses import StreamingResponse
 
 from service.api.common import NOT_FOUND, CampaignId, Problem, unknown_campaign
 from service.app import telemetry
-from service.app.feed import Snapshot, SnapshotFeed, SnapshotReader, StreamsFull, Subscription
+from service.app.streams import Snapshot, SnapshotFeed, SnapshotReader, StreamsFull, Subscription
 
 EVENT_STREAM = "text/event-stream"
 RETRY_AFTER_SECONDS = 5

@@ -16,7 +16,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from faststream.kafka.security import parse_security
 
-from service.adapters.kafka import security_from
+from service.adapters.kafka.broker import security_from
 from service.app.replay import DeadLetter, Replay, parse_dead_letter
 from service.settings import Settings
 

@@ -20,15 +20,16 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 from faststream.kafka.security import parse_security
 
-from service.adapters.kafka import fetch_when_taken, security_from
+from service.adapters.kafka.broker import security_from
+from service.adapters.kafka.consumer import fetch_when_taken
 from service.app import telemetry
-from service.app.feed import RecentDeadLetters, Snapshot, SnapshotFeed
+from service.app.streams import RecentDeadLetters, Snapshot, SnapshotFeed
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 
-class KafkaFeedFollower:
+class OutputTopicsFollower:
     def __init__(
         self, settings: Settings, feed: SnapshotFeed, dead_letters: RecentDeadLetters
     ) -> None:

@@ -1,6 +1,6 @@
 """The snapshot feed: published snapshots fanned out to this instance's stream clients.
 
-Each instance follows the published snapshots once (`service.adapters.kafka_feed`) and hands
+Each instance follows the published snapshots once (`service.adapters.kafka.follower`) and hands
 every revision to `SnapshotFeed.published`. From there:
 
 - every open stream that wants that campaign gets it, without waiting on any other stream:
@@ -244,7 +244,7 @@ class SnapshotFeed:
 
 
 @dataclass(frozen=True, slots=True)
-class DeadLetter:
+class RecentDeadLetter:
     received_at: float  # epoch seconds (the Kafka record's timestamp)
     data: dict[str, Any]
 
@@ -254,7 +254,7 @@ class RecentDeadLetters:
 
     def __init__(self, window_seconds: float = 3600, limit: int = 500) -> None:
         self.window_seconds = window_seconds
-        self._items: deque[DeadLetter] = deque(maxlen=limit)
+        self._items: deque[RecentDeadLetter] = deque(maxlen=limit)
 
     def add(self, received_at: float, data: dict[str, Any]) -> None:
         value = data.get("value") or data.get("value_base64")
@@ -262,9 +262,9 @@ class RecentDeadLetters:
         if isinstance(value, str):
             # The console shows the start of it; the full record stays on the topic.
             summary["value_preview"] = value[:300]
-        self._items.append(DeadLetter(received_at, summary))
+        self._items.append(RecentDeadLetter(received_at, summary))
 
-    def recent(self, now: float | None = None) -> list[DeadLetter]:
+    def recent(self, now: float | None = None) -> list[RecentDeadLetter]:
         since = (now if now is not None else time.time()) - self.window_seconds
         return [item for item in self._items if item.received_at >= since]
 

@@ -119,7 +119,7 @@ bench: venv
 	$(PY) -m bench.streams
 	$(PY) -m bench.reads
 
-# Not in CI: the service beside the MongoDB Kafka sink connector and the raw ceiling (issue 9).
+# Not in CI: the service beside the MongoDB Kafka sink connector and the raw ceiling.
 bench-compare: venv
 	$(PY) -m bench.compare $(ARGS)
 

@@ -116,7 +116,7 @@ VALIDATORS: dict[str, dict[str, Any]] = {
     SNAPSHOTS: _schema({"campaign_id": _STRING}),
 }
 
-# Sharding (contract 1.1): every collection can be sharded on `campaign_id`, so every unique
+# Sharding: every collection can be sharded on `campaign_id`, so every unique
 # index other than `_id` begins with it. Artifact, version, audit and iteration ids are global
 # (one campaign owns each), so a unique index with `campaign_id` in front enforces the same
 # uniqueness as the same index without it.

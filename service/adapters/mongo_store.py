@@ -126,8 +126,8 @@ class Transaction:
         """The events waiting for these versions, in arrival order.
 
         Almost always none wait anywhere, and the lookup costs the database a seek per id
-        (50-70 ms for the 4,000 new versions of a drain's batch on SecantusDB, against
-        1.4-2.4 ms for the probe): one probe for any waiting event goes first and usually
+        (tens of ms for the thousands of new versions of a drain's batch, against a
+        millisecond or two for the probe): one probe for any waiting event goes first and usually
         ends it.
         """
         waiting = {"expired": {"$ne": True}}

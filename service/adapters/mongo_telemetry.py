@@ -1,7 +1,7 @@
 """How long MongoDB takes for each command, by command and collection.
 
 A pymongo command listener: the driver reports every command it sends, with how long the
-server took to answer. A batch's `write` phase is several commands (issue 9 traced where its
+server took to answer. A batch's `write` phase is several commands (tracing showed where its
 time goes with these), and an operator asking "is the database slow, and at what?" gets the
 answer per collection instead of per batch.
 """

@@ -1,7 +1,7 @@
 """Dead letters as an operator sees them: which to choose, and what a replay sends.
 
 A dead letter (`campaign.event.rejected`) keeps the rejected record's topic, partition,
-offset, key, value and (since contract 1.1) headers. Replaying it sends that key, value and
+offset, key, value and headers. Replaying it sends that key, value and
 those headers back to the original topic, plus one provenance header naming the dead letter,
 so the ledger decides again; its idempotence makes a second replay change nothing.
 """

@@ -4,7 +4,7 @@ Pure functions: no Kafka client and no MongoDB here, so every rule about bad inp
 without servers. Whatever passes these checks can be stored by MongoDB as it is, which is what
 keeps one bad value from stalling a partition.
 
-Both content modes of the CloudEvents Kafka protocol binding are read (contract 1.1,
+Both content modes of the CloudEvents Kafka protocol binding are read (the contract's
 "Transport"): a record with a `ce_specversion` header is binary mode (attributes in `ce_*`
 headers, `content-type` is `datacontenttype`, the value is `data`); any other record is
 structured mode (the value is the whole event as JSON). Both become the same envelope and go

@@ -229,7 +229,7 @@ def apply_batch(
     """Apply a batch's valid events, in order, to the stored state in `view`.
 
     With `publication="latest"` a campaign's snapshot is rendered once, after the batch, for
-    its newest revision (contract 1.1, SNAPSHOT_PUBLICATION); the revisions count the same.
+    its newest revision (SNAPSHOT_PUBLICATION); the revisions count the same.
     """
     return _Batch(view, now, seq_base, publication).run(inbound)
 

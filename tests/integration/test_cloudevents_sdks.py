@@ -1,4 +1,4 @@
-"""Issue 7.2: producers this project did not write, in both CloudEvents content modes.
+"""Producers this project did not write, in both CloudEvents content modes.
 
 The official CloudEvents SDKs — Python (`cloudevents` on PyPI, its Kafka binding, produced with
 aiokafka) and Java (`io.cloudevents:cloudevents-kafka` on the Apache Kafka Java client, built

@@ -1,4 +1,4 @@
-"""Issue 3: every event type and guarantee of the contract, through real Kafka and MongoDB."""
+"""Every event type and guarantee of the contract, through real Kafka and MongoDB."""
 
 from __future__ import annotations
 

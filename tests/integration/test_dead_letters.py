@@ -1,4 +1,4 @@
-"""Issue 4.1: bad input goes to the dead letter topic with its reason; nothing else stops."""
+"""Bad input goes to the dead letter topic with its reason; nothing else stops."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 2: artifact.generated through real Kafka into real MongoDB, and snapshots out."""
+"""`artifact.generated` through real Kafka into real MongoDB, and snapshots out."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 11: the operations commands, run as the real CLI against real Kafka and MongoDB.
+"""The operations commands, run as the real CLI against real Kafka and MongoDB.
 
 The service runs in-process (harness); `campaign-ledger` runs as a child process with the same
 settings in its environment, as an operator would run it.

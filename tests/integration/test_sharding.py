@@ -1,4 +1,4 @@
-"""Sharding on `campaign_id` stays possible (contract 1.1, "Scale-out: sharded MongoDB").
+"""Sharding on `campaign_id` stays possible (the contract's "Scale-out: sharded MongoDB").
 
 Read from the live database, not from the code's index list, so neither a new index nor a
 document shape can drift from the rule unnoticed.

@@ -1,4 +1,4 @@
-"""ingest.decode: one raw Kafka record becomes a valid Event or a Rejection (contract 10)."""
+"""Ingest.decode: one raw Kafka record becomes a valid Event or a Rejection (contract 10)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ingest.decode in binary content mode (CloudEvents Kafka binding): attributes in `ce_*`
+"""Ingest.decode in binary content mode (CloudEvents Kafka binding): attributes in `ce_*`
 headers, `content-type` as datacontenttype, the value is `data`. Every rule of structured mode
 holds alike; the same event in either mode is the same Event."""
 

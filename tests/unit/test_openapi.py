@@ -1,4 +1,4 @@
-"""schemas/openapi.json is the API's OpenAPI document as the code makes it; no drift."""
+"""Schemas/openapi.json is the API's OpenAPI document as the code makes it; no drift."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Issue 11, the pure parts: which dead letters a replay chooses and sends, and how an export
-is checked, compared and turned back into the campaign's state."""
+"""The operations commands' pure parts: which dead letters a replay chooses and sends, and
+how an export is checked, compared and turned back into the campaign's state."""
 
 from __future__ import annotations
 

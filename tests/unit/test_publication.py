@@ -1,4 +1,4 @@
-"""SNAPSHOT_PUBLICATION=latest (contract 1.1): the same revisions and the same stored state as
+"""SNAPSHOT_PUBLICATION=latest: the same revisions and the same stored state as
 `every`, but of the revisions one batch makes for a campaign only the newest is published."""
 
 from __future__ import annotations

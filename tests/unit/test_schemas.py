@@ -1,4 +1,4 @@
-"""schemas/ is generated from the code; this fails on any drift between the two."""
+"""Schemas/ is generated from the code; this fails on any drift between the two."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_every_event_type_has_a_schema() -> None:
     assert len(types) == 13
 
 
-# ---- the AsyncAPI document (issue 8: what a platform engineer's validators found) -----------
+# ---- the AsyncAPI document (what a platform engineer's validators check) -----------
 
 COMPONENT_KEY = re.compile(r"^[a-zA-Z0-9.\-_]+$")  # the AsyncAPI 3 specification's pattern
 

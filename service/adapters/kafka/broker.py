@@ -48,7 +48,7 @@ PRODUCER_OPTIONS: dict[str, Any] = {
     # Every mainstream client reads both (the contract lists all four codecs).
     "compression_type": "zstd",
     # Up to 512 KiB per partition in one produce request: a batch publishing thousands of
-    # snapshot revisions costs the broker tens of requests, not hundreds (issue 9).
+    # snapshot revisions costs the broker tens of requests, not hundreds.
     "max_batch_size": 512 * 1024,
 }
 

@@ -276,7 +276,7 @@ def register_consumer(
         ack_policy=AckPolicy.MANUAL,
         auto_offset_reset="earliest",
         max_records=settings.kafka_max_batch_records,
-        # Live events should not wait on idle partitions' long polls (issue 9).
+        # Live events should not wait on idle partitions' long polls.
         fetch_max_wait_ms=settings.kafka_fetch_max_wait_ms,
         batch_timeout_ms=settings.kafka_batch_timeout_ms,
         # Range assignment gives one instance the same partition of every input topic; with

@@ -28,12 +28,13 @@ class Settings(BaseSettings):
     # delays no record: a fetch covers every partition of its broker and is answered when
     # any of them has one (adapters.kafka.consumer.fetch_when_taken). Shorter only polls more.
     kafka_fetch_max_wait_ms: int = Field(default=500, ge=0)
-    # How long one poll for a batch waits when nothing is buffered (FastStream then sleeps
-    # as long again before the next poll): the worst added delay after an idle spell.
-    kafka_batch_timeout_ms: int = Field(default=20, ge=1)
-    # How long a batch waits for the answer to the fetch its own poll set off, whose records
-    # join it (adapters.kafka.consumer.top_up); 0 turns this off.
-    kafka_top_up_ms: int = Field(default=3, ge=0)
+    # How long one poll for a batch waits when nothing is buffered; it returns as soon as a
+    # record is there (adapters.kafka.consumer.poll_without_idle_sleep), so this delays none.
+    kafka_batch_timeout_ms: int = Field(default=100, ge=1)
+    # How long a batch waits for more records than are buffered when it starts
+    # (adapters.kafka.consumer.top_up): 0 takes what is buffered and never waits, so a record
+    # reaching an idle consumer starts its batch at once.
+    kafka_top_up_ms: int = Field(default=0, ge=0)
     # Partitions for topics this service creates when missing (inputs and outputs alike:
     # equal counts keep a campaign's events on one instance).
     kafka_topic_partitions: int = Field(default=6, ge=1)

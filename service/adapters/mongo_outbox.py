@@ -16,12 +16,10 @@ from typing import Any
 
 import cramjam
 import orjson
-from pymongo import UpdateOne
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 
 from service.adapters import mongo_schema as cols
-from service.adapters.mongo_errors import ConcurrentUpdate
 from service.app.outbox import OutboxEntry, Stamp
 
 Document = dict[str, Any]
@@ -127,6 +125,13 @@ def _chunk(campaign_id: str, entries: list[Document], now: datetime) -> Document
     }
 
 
+def stored_entries(chunks: list[Document]) -> list[OutboxEntry]:
+    """The entries of outbox documents, as `MongoOutbox.pending` reads them back."""
+    return [
+        _entry(doc["campaign_id"], e, chunk=doc["_id"]) for doc in chunks for e in doc["entries"]
+    ]
+
+
 def _entry(campaign_id: str, stored: Document, chunk: str) -> OutboxEntry:
     return OutboxEntry(
         stored["id"],
@@ -204,26 +209,3 @@ async def published_marks(
     """The last batch each writer published in full (its stamped entries up to it)."""
     cursor = db[cols.PUBLISHERS].find({"_id": {"$in": sorted(set(writers))}}, session=session)
     return {doc["_id"]: doc["published_batch"] for doc in await cursor.to_list()}
-
-
-async def restamp(
-    db: AsyncDatabase[Document],
-    session: AsyncClientSession,
-    campaigns: Mapping[str, int],
-    stamp: Stamp,
-) -> None:
-    """Entries of other writers that a batch publishes again, without rewriting their
-    documents: stamped as this batch's, so they are known published after it."""
-    if not campaigns:
-        return
-    ops = [
-        UpdateOne(
-            {"_id": cid, "campaign_id": cid, "revision": revision},
-            {"$set": {"outbox_writer": stamp.writer, "outbox_batch": stamp.batch}},
-        )
-        for cid, revision in campaigns.items()
-    ]
-    result = await db[cols.SNAPSHOTS].bulk_write(ops, session=session)
-    if result.matched_count != len(ops):
-        msg = "a campaign changed while this batch was applied"
-        raise ConcurrentUpdate(msg)

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
-from pymongo import AsyncMongoClient, InsertOne, ReplaceOne, UpdateOne
+from pymongo import AsyncMongoClient
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
@@ -39,9 +39,21 @@ from service.adapters.mongo_errors import (
     StoreUnavailable,
     classify,
 )
-from service.adapters.mongo_outbox import MongoOutbox, StoredOutbox, outbox_chunks, split_outbox
+from service.adapters.mongo_outbox import (
+    MongoOutbox,
+    StoredOutbox,
+    outbox_chunks,
+    split_outbox,
+    stored_entries,
+)
+from service.adapters.mongo_writes import (
+    CLIENT_BULK_WRITE_WIRE_VERSION,
+    DuplicateWrite,
+    Write,
+    Writes,
+)
 from service.app.outbox import UNKNOWN, OutboxEntry, Stamp
-from service.domain.ledger import Changes, Missing, View
+from service.domain.ledger import Changes, Entity, Missing, View
 from service.domain.state import CampaignState
 
 Document = dict[str, Any]
@@ -51,13 +63,26 @@ T = TypeVar("T")
 class Transaction:
     """Reads and writes of one batch, all inside one MongoDB transaction."""
 
-    def __init__(self, db: AsyncDatabase[Document], session: AsyncClientSession) -> None:
+    def __init__(
+        self,
+        db: AsyncDatabase[Document],
+        session: AsyncClientSession,
+        *,
+        client_bulk_write: bool = False,
+    ) -> None:
         self.db = db
         self.session = session
+        self.client_bulk_write = client_bulk_write
+        self.writes = Writes(db, session)
         # Of each loaded snapshot document: the outbox entries it holds (see `StoredOutbox`)
-        # and when its delete was noted.
+        # and when its delete was noted (kept or written by this batch).
         self.stored_outbox: dict[str, StoredOutbox] = {}
         self.noted: dict[str, datetime | None] = {}
+        # The probe for held events found none anywhere (see `_held_for`).
+        self.none_held = False
+        # Some campaign state came from memory, not from this transaction's reads: a
+        # duplicate key then means it was stale (see `write`).
+        self.lent = False
 
     def _col(self, name: str) -> AsyncCollection[Document]:
         return self.db[name]
@@ -132,6 +157,7 @@ class Transaction:
         """
         waiting = {"expired": {"$ne": True}}
         if not await self._find(cols.HELD_EVENTS, waiting, {"_id": 1}, limit=1):
+            self.none_held = True
             return []
         return await self._find(
             cols.HELD_EVENTS,
@@ -155,8 +181,20 @@ class Transaction:
     async def published_marks(self, writers: Iterable[str]) -> dict[str, int]:
         return await mongo_outbox.published_marks(self.db, self.session, writers)
 
-    async def restamp(self, campaigns: Mapping[str, int], stamp: Stamp) -> None:
-        await mongo_outbox.restamp(self.db, self.session, campaigns, stamp)
+    def restamp(self, campaigns: Mapping[str, int], stamp: Stamp) -> None:
+        """Entries of other writers that this batch publishes again, without rewriting their
+        documents: stamped as this batch's, so they are known published after it. Queued:
+        `write` sends it with the rest."""
+        for cid, revision in campaigns.items():
+            self.writes.add(
+                Write(
+                    cols.SNAPSHOTS,
+                    "update",
+                    {"_id": cid, "campaign_id": cid, "revision": revision},
+                    {"$set": {"outbox_writer": stamp.writer, "outbox_batch": stamp.batch}},
+                    must_match=True,
+                )
+            )
 
     # ---- writes --------------------------------------------------------------------------
 
@@ -169,8 +207,10 @@ class Transaction:
         *,
         writer: str = "",
         stamp: Stamp | None = None,
-    ) -> None:
-        """Everything the batch decided, in one transaction.
+    ) -> list[OutboxEntry]:
+        """Everything the batch decided, sent as one command where the server allows it (see
+        `mongo_writes`), with whatever was queued before. Returns the entries that went to
+        the outbox collection, as stored.
 
         Snapshot entries of the outbox ride in their campaign's snapshot document, which the
         batch rewrites anyway: no outbox insert, read back or delete per batch. `stamp`
@@ -180,54 +220,42 @@ class Transaction:
         for it go to the outbox collection.
         """
         stamp = stamp or Stamp(writer, UNKNOWN)
-        s = self.session
+        writes = self.writes
         for kind, records in changes.inserts.items():
-            await self._col(COLLECTION_OF[kind]).insert_many(records, ordered=True, session=s)
-        by_collection: dict[str, list[UpdateOne | ReplaceOne[Document]]] = {}
+            writes.insert(COLLECTION_OF[kind], records)
         for (entity, entity_id), fields in changes.patches.items():
-            if entity == "campaign":
-                fields = {"campaign_id": entity_id, **fields}  # noqa: PLW2901
-            # The shard key in every filter: the write goes to one shard, and an upsert on a
-            # sharded collection requires it.
-            target = {"_id": entity_id, "campaign_id": fields.get("campaign_id")}
-            if entity == "version":
-                stored = view.versions.get(entity_id)
-                target["campaign_id"] = stored.campaign_id if stored else None
-            if target["campaign_id"] is None:
-                del target["campaign_id"]
-            op: UpdateOne | ReplaceOne[Document]
-            if entity == "version":
-                # $literal keeps user data with '$' or '.' in its keys from being read as
-                # operators or paths.
-                op = UpdateOne(target, [{"$set": {k: {"$literal": v} for k, v in fields.items()}}])
-            else:
-                # The rules always give a campaign, artifact or run whole: a replacement is
-                # cheaper than an update and stores nested '$' and '.' keys as they are.
-                op = ReplaceOne(target, fields, upsert=True)
-            by_collection.setdefault(COLLECTION_OF[entity], []).append(op)
-        for collection, ops in by_collection.items():
-            await self._col(collection).bulk_write(ops, ordered=True, session=s)
+            writes.add(_patch(view, entity, entity_id, fields))
         if changes.processed:
-            await self._col(cols.PROCESSED_EVENTS).insert_many(
+            writes.insert(
+                cols.PROCESSED_EVENTS,
                 [mark_document(key, cid) for key, cid in changes.processed],
-                ordered=True,
-                session=s,
             )
         if changes.held:
-            await self._col(cols.HELD_EVENTS).insert_many(
-                [held_document(h) for h in changes.held], ordered=True, session=s
-            )
+            writes.insert(cols.HELD_EVENTS, [held_document(h) for h in changes.held])
         if changes.released:
-            await self._col(cols.HELD_EVENTS).delete_many(
-                {"_id": {"$in": [mark_id(k) for k in changes.released]}}, session=s
+            writes.add(
+                Write(
+                    cols.HELD_EVENTS,
+                    "delete_many",
+                    {"_id": {"$in": [mark_id(k) for k in changes.released]}},
+                )
             )
         in_documents, rest = split_outbox(outbox, changes.campaigns)
-        await self._write_snapshots(view, changes, in_documents, stamp, now)
+        self._write_snapshots(view, changes, in_documents, stamp, now)
+        stored: list[OutboxEntry] = []
         if rest:
             chunks = outbox_chunks(rest, now)
-            await self._col(cols.OUTBOX).insert_many(chunks, ordered=True, session=s)
+            writes.insert(cols.OUTBOX, chunks)
+            stored = stored_entries(chunks)
+        try:
+            await writes.send(client_level=self.client_bulk_write)
+        except DuplicateWrite as error:
+            if self.lent:  # another writer got there first: read again and rerun
+                raise ConcurrentUpdate(str(error)) from error
+            raise
+        return stored
 
-    async def _write_snapshots(
+    def _write_snapshots(
         self,
         view: View,
         changes: Changes,
@@ -237,7 +265,6 @@ class Transaction:
     ) -> None:
         # Each campaign's newest snapshot was rendered by the rules already: reuse it.
         rendered = {snapshot["campaign_id"]: snapshot for snapshot in changes.snapshots}
-        ops: list[InsertOne[Document] | ReplaceOne[Document]] = []
         for campaign in changes.campaigns.values():
             cid = campaign.campaign_id
             snapshot = rendered.get(cid)
@@ -251,6 +278,7 @@ class Transaction:
                 noted = now
             else:
                 noted = self.noted.get(cid)
+            self.noted[cid] = noted
             doc = {
                 "_id": cid,
                 "campaign_id": cid,
@@ -268,18 +296,33 @@ class Transaction:
                 "outbox_batch": stamp.batch,
             }
             if stored is None:
-                ops.append(InsertOne(doc))
+                self.writes.insert(cols.SNAPSHOTS, [doc])
             else:
                 # Compare-and-set on the revision read: a concurrent writer makes this miss.
                 target = {"_id": cid, "campaign_id": cid, "revision": stored.revision}
-                ops.append(ReplaceOne(target, doc))
-        if not ops:
-            return
-        result = await self._col(cols.SNAPSHOTS).bulk_write(ops, ordered=True, session=self.session)
-        expected_updates = sum(isinstance(op, ReplaceOne) for op in ops)
-        if result.matched_count != expected_updates:
-            msg = "a campaign changed while this batch was applied"
-            raise ConcurrentUpdate(msg)
+                self.writes.add(Write(cols.SNAPSHOTS, "replace", target, doc, must_match=True))
+
+
+def _patch(view: View, entity: Entity, entity_id: str, fields: Document) -> Write:
+    if entity == "campaign":
+        fields = {"campaign_id": entity_id, **fields}
+    # The shard key in every filter: the write goes to one shard, and an upsert on a sharded
+    # collection requires it.
+    target = {"_id": entity_id, "campaign_id": fields.get("campaign_id")}
+    if entity == "version":
+        stored = view.versions.get(entity_id)
+        target["campaign_id"] = stored.campaign_id if stored else None
+    if target["campaign_id"] is None:
+        del target["campaign_id"]
+    collection = COLLECTION_OF[entity]
+    if entity == "version":
+        # $literal keeps user data with '$' or '.' in its keys from being read as operators
+        # or paths.
+        update = [{"$set": {k: {"$literal": v} for k, v in fields.items()}}]
+        return Write(collection, "update", target, update)
+    # The rules always give a campaign, artifact or run whole: a replacement is cheaper than
+    # an update and stores nested '$' and '.' keys as they are.
+    return Write(collection, "replace", target, fields, upsert=True)
 
 
 class MongoStore:
@@ -289,6 +332,9 @@ class MongoStore:
         self.client = client
         self.db: AsyncDatabase[Document] = client[database]
         self.outbox = MongoOutbox(self.db)
+        # A batch's writes in one command from MongoDB 8.0 on (see mongo_writes); read from
+        # the server's wire version at the first transaction.
+        self.client_bulk_write: bool | None = None
 
     @classmethod
     def connect(cls, uri: str, database: str, **options: Any) -> MongoStore:
@@ -318,10 +364,15 @@ class MongoStore:
     async def in_transaction(self, work: Callable[[Transaction], Awaitable[T]]) -> T:
         """Run `work` in a transaction; transient failures rerun it (pymongo's retry loop)."""
         try:
+            if self.client_bulk_write is None:
+                hello = await self.client.admin.command("hello")
+                wire = hello.get("maxWireVersion", 0)
+                self.client_bulk_write = wire >= CLIENT_BULK_WRITE_WIRE_VERSION
+            client_level = self.client_bulk_write
             async with self.client.start_session() as session:
 
                 async def callback(s: AsyncClientSession) -> T:
-                    return await work(Transaction(self.db, s))
+                    return await work(Transaction(self.db, s, client_bulk_write=client_level))
 
                 return await session.with_transaction(
                     callback,

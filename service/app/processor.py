@@ -34,6 +34,7 @@ from service.app.outbox import (
     semantic_dead_letter,
     snapshot_entry,
 )
+from service.app.owned import OwnedCampaigns
 from service.domain.ingest import RawRecord, Rejection, decode
 from service.domain.ledger import (
     Changes,
@@ -66,7 +67,11 @@ class _Applied:
     changes: Changes
     # what to publish after the commit, each campaign's revisions in order
     publish: list[OutboxEntry]
+    stored: list[OutboxEntry]  # what went to the outbox collection
     written: float  # perf_counter() when the writes were sent, before the commit
+    view: View
+    noted: dict[str, datetime | None]
+    none_held: bool
 
 
 class BatchProcessor:
@@ -94,6 +99,7 @@ class BatchProcessor:
         self.publication: Publication = publication
         self.clock = clock
         self.marks = PublishedMarks(uuid.uuid4().hex, store.outbox.mark_published)
+        self.owned = OwnedCampaigns()
 
     async def process(self, records: Sequence[RawRecord]) -> BatchResult:
         started = time.perf_counter()
@@ -147,11 +153,25 @@ class BatchProcessor:
         return result
 
     async def flush(self) -> None:
-        """Write the published mark now: before a rebalance or a stop."""
+        """Write the published mark now, and forget the owned campaigns: before a rebalance
+        or a stop."""
+        self.owned.forget()
         await self.marks.flush()
 
     async def _store(self, inbound: list[Inbound]) -> tuple[Changes, list[OutboxEntry]]:
         """Apply in one transaction, then publish the touched campaigns' outbox."""
+        campaigns = {i.event.campaign_id for i in inbound}
+        try:
+            return await self._store_owned(inbound, campaigns)
+        except BaseException:
+            # The store may hold more than this instance knows (a commit whose answer was
+            # lost, entries not published): read everything again next time.
+            self.owned.forget()
+            raise
+
+    async def _store_owned(
+        self, inbound: list[Inbound], campaigns: set[str]
+    ) -> tuple[Changes, list[OutboxEntry]]:
         await self.marks.settle()  # the previous chunk's mark goes before this one's
         now = self.clock()
         seq_base = time.time_ns()
@@ -159,11 +179,14 @@ class BatchProcessor:
         for attempt in range(MAX_CONFLICT_RETRIES):
             try:
                 applied = await self.store.in_transaction(
-                    lambda tx: self._apply(tx, inbound, now, seq_base, stamp)
+                    lambda tx: self._apply(
+                        tx, inbound, campaigns=campaigns, now=now, seq_base=seq_base, stamp=stamp
+                    )
                 )
                 break
             except ConcurrentUpdate:
                 # another instance wrote one of these campaigns (a rebalance): read again
+                self.owned.forget(campaigns)
                 await asyncio.sleep(0.05 * 2**attempt)
         else:
             msg = "campaigns kept changing under this batch; it will be redelivered"
@@ -172,19 +195,36 @@ class BatchProcessor:
         telemetry.BATCH_PHASE_SECONDS.labels("commit").observe(committed - applied.written)
         # Entries in the outbox collection (dead letters decided by the rules, snapshots too
         # large for their document) go first: a leftover there is older than anything new.
-        pending = await self.store.outbox.pending({i.event.campaign_id for i in inbound})
+        # Only campaigns this instance does not know to be clean are looked up.
+        unknown = self.owned.outbox_unknown(campaigns)
+        pending = await self.store.outbox.pending(unknown) if unknown else []
+        pending += [e for e in applied.stored if e.campaign_id not in unknown]
         await self.publisher.publish(pending + applied.publish)
         self.marks.published_up_to(stamp, now, stored_any=bool(applied.publish))
         telemetry.BATCH_PHASE_SECONDS.labels("publish").observe(time.perf_counter() - committed)
+        self.owned.keep(
+            applied.view, applied.changes, campaigns, applied.noted, held_free=applied.none_held
+        )
         return applied.changes, pending
 
     async def _apply(
-        self, tx: Transaction, inbound: list[Inbound], now: datetime, seq_base: int, stamp: Stamp
+        self,
+        tx: Transaction,
+        inbound: list[Inbound],
+        *,
+        campaigns: set[str],
+        now: datetime,
+        seq_base: int,
+        stamp: Stamp,
     ) -> _Applied:
         phase = telemetry.BATCH_PHASE_SECONDS
         started = time.perf_counter()
         view = View()
-        await tx.load(view, prefetch_keys(inbound))
+        keys = prefetch_keys(inbound)
+        for cid, owned in self.owned.lend(view, keys, campaigns).items():
+            tx.noted[cid] = owned.noted
+            tx.lent = True
+        await tx.load(view, keys)
         loaded = time.perf_counter()
         while True:
             try:
@@ -201,15 +241,15 @@ class BatchProcessor:
         # A rewritten document keeps its leftovers until they are known to be published.
         carried = [e for c in changes.campaigns if c in leftovers for e in leftovers[c]]
         dead = [semantic_dead_letter(r, now) for r in changes.rejections]
-        await tx.write(view, changes, carried + new + dead, now, stamp=stamp)
         untouched = {c: v for c, v in leftovers.items() if c not in changes.campaigns}
-        await tx.restamp({c: _revision(view, c) for c in untouched}, stamp)
+        tx.restamp({c: _revision(view, c) for c in untouched}, stamp)
+        stored = await tx.write(view, changes, carried + new + dead, now, stamp=stamp)
         written = time.perf_counter()
         phase.labels("load").observe(loaded - started)
         phase.labels("rules").observe(ruled - loaded)
         phase.labels("write").observe(written - ruled)
         publish = [e for entries in untouched.values() for e in entries] + carried + new
-        return _Applied(changes, publish, written)
+        return _Applied(changes, publish, stored, written, view, tx.noted, tx.none_held)
 
 
 def _revision(view: View, campaign_id: str) -> int:

@@ -112,7 +112,7 @@ async def top_up(message: KafkaMessage, max_records: int, timeout_ms: int) -> No
     fetch already; its answer joins the batch, whose acknowledgement and rewind cover it.
     """
     room = max_records - len(message.raw_message)
-    if room <= 0 or timeout_ms <= 0:
+    if room <= 0:
         return
     consumer = cast("AIOKafkaConsumer", message.consumer)
     try:
@@ -329,4 +329,22 @@ def register_consumer(
             rejected=result.rejected,
         )
 
+    poll_without_idle_sleep(subscriber, settings.kafka_batch_timeout_ms)
     return subscriber
+
+
+def poll_without_idle_sleep(subscriber: Any, poll_ms: int) -> None:
+    """Poll for a batch the way FastStream does, less the sleep after an empty poll.
+
+    FastStream's batch subscriber sleeps as long as its poll after a poll that found
+    nothing, so a record arriving in that sleep waited for it: an idle consumer was blind
+    half of the time. `getmany` itself waits for the first record (up to `poll_ms`) and
+    returns the moment one is there, so nothing spins without the sleep.
+    """
+    max_records = subscriber.max_records
+
+    async def get_msg(consumer: AIOKafkaConsumer) -> tuple[ConsumerRecord[Any, Any], ...]:
+        fetched = await consumer.getmany(timeout_ms=poll_ms, max_records=max_records)
+        return tuple(record for records in fetched.values() for record in records)
+
+    subscriber.get_msg = get_msg

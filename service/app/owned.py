@@ -1,0 +1,100 @@
+"""The campaigns this instance owns, kept in memory between batches.
+
+A campaign's events come on one partition, and one instance owns the partition, so between
+rebalances this instance is the only writer of the campaigns it processes. What it learnt
+of them in its last batch stays true for the next one, and need not be read again:
+- the campaign's state (the compare-and-set on the revision in the batch's write still
+  guards it: a writer it did not know of makes the batch fail, forget and read again);
+- that no event waits (is held) for any of its versions;
+- that the outbox collection holds nothing of it that is not published.
+A rebalance, a stop, a failed batch or a lost compare-and-set forgets (see BatchProcessor).
+Deleted campaigns are not kept: the purge rewrites their document without a new revision.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from service.domain.ledger import Changes, View
+from service.domain.state import CampaignState
+
+# Enough for every campaign that is live at once on one instance; the least recently
+# used beyond it is read again when its events come back.
+LIMIT = 20_000
+
+
+@dataclass(slots=True)
+class Owned:
+    state: CampaignState
+    noted: datetime | None  # when its delete was applied, for the retention
+    held_free: bool  # no event waits for any of its versions
+    outbox_clean: bool  # nothing of it waits in the outbox collection
+
+
+class OwnedCampaigns:
+    def __init__(self, limit: int = LIMIT) -> None:
+        self.limit = limit
+        self._items: OrderedDict[str, Owned] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, campaign_id: str) -> Owned | None:
+        return self._items.get(campaign_id)
+
+    def lend(self, view: View, keys: dict[str, set[str]], campaigns: set[str]) -> dict[str, Owned]:
+        """Fill `view` with what is known of the batch's `campaigns`, and take it out of the
+        `keys` the store would read. Returns the campaigns it knew."""
+        known = {cid: owned for cid in campaigns if (owned := self._items.get(cid))}
+        for cid, owned in known.items():
+            view.campaigns[cid] = owned.state
+            self._items.move_to_end(cid)
+        keys["campaign"] -= known.keys()
+        if known and len(known) == len(campaigns) and all(o.held_free for o in known.values()):
+            # Nothing waits for any version of these campaigns: no lookup of held events.
+            for version_id in keys.get("held", ()):
+                view.held[version_id] = []
+            keys["held"] = set()
+        return known
+
+    def keep(
+        self,
+        view: View,
+        changes: Changes,
+        campaigns: Iterable[str],
+        noted: dict[str, datetime | None],
+        *,
+        held_free: bool,
+    ) -> None:
+        """After a batch is committed and published: what it leaves is known."""
+        holding = {held.inbound.event.campaign_id for held in changes.held}
+        for cid in campaigns:
+            state = changes.campaigns.get(cid) or view.campaigns.get(cid)
+            before = self._items.get(cid)
+            if state is None or state.deleted:
+                self._items.pop(cid, None)
+                continue
+            self._items[cid] = Owned(
+                state,
+                noted.get(cid),
+                held_free=cid not in holding
+                and (held_free or (before is not None and before.held_free)),
+                outbox_clean=True,
+            )
+            self._items.move_to_end(cid)
+        while len(self._items) > self.limit:
+            self._items.popitem(last=False)
+
+    def outbox_unknown(self, campaigns: Iterable[str]) -> set[str]:
+        """Those of `campaigns` that may have unpublished entries in the outbox collection."""
+        return {c for c in campaigns if not ((o := self._items.get(c)) and o.outbox_clean)}
+
+    def forget(self, campaigns: Iterable[str] | None = None) -> None:
+        if campaigns is None:
+            self._items.clear()
+            return
+        for cid in campaigns:
+            self._items.pop(cid, None)

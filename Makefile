@@ -119,7 +119,8 @@ bench: venv
 	$(PY) -m bench.streams
 	$(PY) -m bench.reads
 
-# Not in CI: the service beside the MongoDB Kafka sink connector and the raw ceiling.
+# Not in CI: the service beside the MongoDB Kafka sink connector and the raw ceiling
+# (bench/README.md).
 bench-compare: venv
 	$(PY) -m bench.compare $(ARGS)
 

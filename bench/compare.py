@@ -1,9 +1,9 @@
 """`make bench-compare`: campaign-ledger beside the official MongoDB Kafka sink connector and
-the raw database ceiling, on one broker, one database and the same events (issue 9).
+the raw database ceiling, on one broker, one database and the same events.
 
-1. Pre-produces 20,000 `campaign.artifact.generated` events (200 campaigns x 100 versions,
-   about 430 bytes, 6 partitions, keyed by campaign) once.
-2. Alternates rounds; in each, every system drains those events into an empty database:
+1. Drain (`--systems`, `--rounds`): pre-produces 20,000 `campaign.artifact.generated` events
+   (200 campaigns x 100 versions, about 430 bytes, 6 partitions, keyed by campaign) once, then
+   alternates rounds; in each, every system drains those events into an empty database:
    - campaign-ledger: `campaign-ledger serve` as a process (SNAPSHOT_PUBLICATION=every, and
      `latest` beside it), done when its consumer group has committed every offset;
    - the MongoDB Kafka sink connector on Kafka Connect standalone (one task, unordered bulk
@@ -14,11 +14,29 @@ the raw database ceiling, on one broker, one database and the same events (issue
    The drain rate counts from the first event stored to the last one done, so start-up
    (JVM, imports, group join) is left out for every system alike. CPU per event comes from
    /proc over the same window, for the system's own process, the database and the broker.
-3. Latency: the service alone, events at a steady 100 and 300 events/s, from the moment an
-   event is handed to the producer to the moment the snapshot revision it made (or a later
-   one) is read from the snapshot topic.
-4. `--fill`: drain rate and RSS after 1,000,000 stored events against an empty database,
-   with the raw ceiling at the same fill beside it (tens of minutes).
+2. Latency (`--latency-systems`, `--latency-rates`, `--latency-seconds`): at each rate the
+   same events (50 campaigns round-robin, each event a new version) go to each system on a
+   topic of its own, at a steady rate for the same time, after one warm-up event that waits
+   for its result (start-up is not latency):
+   - campaign-ledger (`--latency-publication`): from the moment an event is handed to the
+     producer to the moment the snapshot revision it made (or a later one) is read from the
+     snapshot topic. /metrics is read before and after the live phase; the difference gives
+     the database round trips per batch (`ledger_mongodb_command_seconds` counts by command
+     and collection, divided by the batches of `ledger_batch_records`) and the mean time of
+     each phase (`ledger_batch_phase_seconds`). A quiet window after the phase measures the
+     commands sent without any batch (maintenance sweeps), shown apart;
+   - the connector with `UpdateOneTimestampsStrategy`, its defaults otherwise: from the same
+     moment, on the wall clock, to the `_insertedTS` of the event's document, read back after
+     the phase. The strategy stamps it while building the write, before the bulk write goes
+     out, in whole milliseconds: the write itself is left out, a few ms in the connector's
+     favour.
+   One table holds p50 / p99 / max of both at each rate and the service's ratio to the
+   connector.
+3. `--fill N` (1,000,000 without N): one service process drains N events, 20,000 at a time,
+   into one database; after each step the raw ceiling upserts the same events into a
+   database of its own at the same fill. The drain rates and the service's RSS are printed
+   at each 100,000 and summed up at the first step, 100,000 and N (tens of minutes for a
+   million).
 
 Servers: its own Kafka and SecantusDB (--sync-on-commit) from dev/stack.py, unless
 KAFKA_BOOTSTRAP_SERVERS and MONGODB_URI name others (then pass --db-pid/--broker-pid to
@@ -42,12 +60,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from prometheus_client.parser import text_string_to_metric_families
 from pymongo import AsyncMongoClient
 
 from bench.__main__ import Child
@@ -60,9 +79,16 @@ CONNECT_LIB = REPO / ".cache" / "connect" / "lib"
 PARTITIONS = 6
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 POLL = 0.25
+# The latency phases: as many campaigns as a busy team's agents write at once, each taking
+# its turn; the same for every system.
+LIVE_CAMPAIGNS = 50
+# A quiet window after a service's live phase: the commands sent in it are the ones that run
+# without any batch (the maintenance sweep runs every 5 s by default).
+QUIET_SECONDS = 5.0
+CONNECTOR = "MongoDB sink connector"
 
 Document = dict[str, Any]
-
+Record = tuple[bytes, bytes]  # (key, value)
 
 # ---- processes and /proc
 
@@ -268,7 +294,8 @@ class Bench:
             drain = await waiter
             assert child.process is not None
             drain.extra["rss_mb"] = rss_mb(child.process.pid)
-            drain.extra["phases"] = await batch_phases(child.url)
+            # A fresh process: its counters since start are the drain's.
+            drain.extra["batches"] = Batches.between({}, await scrape(child.url))
             return drain
         finally:
             child.stop()
@@ -278,68 +305,25 @@ class Bench:
     async def connector(self) -> Drain:
         name = f"sink-{uuid.uuid4().hex[:8]}"
         database = f"connect_{name[5:]}"
-        workdir = self.tmp / name
-        workdir.mkdir()
-        worker = workdir / "worker.properties"
-        worker.write_text(
-            "\n".join(
-                [
-                    f"bootstrap.servers={self.kafka}",
-                    "key.converter=org.apache.kafka.connect.storage.StringConverter",
-                    "value.converter=org.apache.kafka.connect.json.JsonConverter",
-                    "value.converter.schemas.enable=false",
-                    f"offset.storage.file.filename={workdir / 'offsets'}",
-                    "offset.flush.interval.ms=1000",
-                    "listeners=http://127.0.0.1:0",
-                    "consumer.max.poll.records=500",
-                    "consumer.auto.offset.reset=earliest",
-                    "plugin.discovery=only_scan",
-                ]
-            )
-            + "\n"
-        )
-        sink = workdir / "sink.properties"
-        sink.write_text(
-            "\n".join(
-                [
-                    f"name={name}",
-                    "connector.class=com.mongodb.kafka.connect.MongoSinkConnector",
-                    "tasks.max=1",
-                    f"topics={self.topic}",
-                    f"connection.uri={self.mongo}",
-                    f"database={database}",
-                    "collection=events",
-                    "max.batch.size=500",
-                    "bulk.write.ordered=false",
-                    # replace by _id: the CloudEvent's id (a string, as the service's ids)
-                    # becomes the document's _id
-                    "transforms=id",
-                    "transforms.id.type=org.apache.kafka.connect.transforms.ReplaceField$Value",
-                    "transforms.id.renames=id:_id",
-                    "document.id.strategy="
-                    "com.mongodb.kafka.connect.sink.processor.id.strategy.ProvidedInValueStrategy",
-                    "writemodel.strategy="
-                    "com.mongodb.kafka.connect.sink.writemodel.strategy.ReplaceOneDefaultStrategy",
-                ]
-            )
-            + "\n"
-        )
-        log = (workdir / "connect.log").open("wb")
-        process = subprocess.Popen(  # noqa: ASYNC220, S603 - our own command line
+        connect = Connect(
+            self,
+            name,
             [
-                stack.find_java(),
-                "-Xms256m",
-                "-Xmx1g",
-                f"-Dlog4j2.configurationFile={stack.KAFKA_LOG4J2_CONFIG}",
-                "-cp",
-                f"{CONNECT_LIB}/*",
-                "org.apache.kafka.connect.cli.ConnectStandalone",
-                str(worker),
-                str(sink),
+                f"topics={self.topic}",
+                f"database={database}",
+                "collection=events",
+                "max.batch.size=500",
+                "bulk.write.ordered=false",
+                # replace by _id: the CloudEvent's id (a string, as the service's ids)
+                # becomes the document's _id
+                "transforms=id",
+                "transforms.id.type=org.apache.kafka.connect.transforms.ReplaceField$Value",
+                "transforms.id.renames=id:_id",
+                "document.id.strategy="
+                "com.mongodb.kafka.connect.sink.processor.id.strategy.ProvidedInValueStrategy",
+                "writemodel.strategy="
+                "com.mongodb.kafka.connect.sink.writemodel.strategy.ReplaceOneDefaultStrategy",
             ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
         )
 
         campaigns = campaign_ids(self.tag, self.campaigns)
@@ -347,8 +331,7 @@ class Bench:
         last = [event_id(c, self.versions) for c in campaigns]
 
         async def progress() -> int:
-            if process.poll() is not None:
-                raise SystemExit(f"Kafka Connect exited; see {workdir / 'connect.log'}")
+            connect.check()
             return await present(self.mongo, database, "events", first)
 
         async def done() -> bool:
@@ -359,26 +342,22 @@ class Bench:
 
         try:
             drain = await watch_drain(
-                "MongoDB sink connector",
+                CONNECTOR,
                 self.total,
                 progress=progress,
                 done=done,
-                own_pid=lambda: process.pid,
+                own_pid=lambda: connect.process.pid,
                 pids=self.pids,
             )
-            drain.extra["rss_mb"] = rss_mb(process.pid)
+            drain.extra["rss_mb"] = rss_mb(connect.process.pid)
             return drain
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-            log.close()
+            connect.stop()
             await drop(self.mongo, database)
 
-    async def ceiling(self, *, transaction: bool, offset: int = 0, database: str = "") -> Drain:
+    async def ceiling(
+        self, *, transaction: bool, offset: int = 0, database: str = "", tag: str = ""
+    ) -> Drain:
         database = database or f"ceiling_{uuid.uuid4().hex[:8]}"
         args = [
             sys.executable,
@@ -389,7 +368,7 @@ class Bench:
             "--database",
             database,
             "--tag",
-            self.tag,
+            tag or self.tag,
             "--campaigns",
             str(self.campaigns),
             "--versions",
@@ -411,6 +390,75 @@ class Bench:
         return Drain(name, result["documents"], result["seconds"], cpu)
 
 
+class Connect:
+    """Kafka Connect standalone with one MongoDB sink connector, started at once."""
+
+    def __init__(self, bench: Bench, name: str, sink: list[str]) -> None:
+        self.workdir = bench.tmp / name
+        self.workdir.mkdir()
+        worker = self.workdir / "worker.properties"
+        worker.write_text(
+            "\n".join(
+                [
+                    f"bootstrap.servers={bench.kafka}",
+                    "key.converter=org.apache.kafka.connect.storage.StringConverter",
+                    "value.converter=org.apache.kafka.connect.json.JsonConverter",
+                    "value.converter.schemas.enable=false",
+                    f"offset.storage.file.filename={self.workdir / 'offsets'}",
+                    "offset.flush.interval.ms=1000",
+                    "listeners=http://127.0.0.1:0",
+                    "consumer.max.poll.records=500",
+                    "consumer.auto.offset.reset=earliest",
+                    "plugin.discovery=only_scan",
+                ]
+            )
+            + "\n"
+        )
+        properties = self.workdir / "sink.properties"
+        properties.write_text(
+            "\n".join(
+                [
+                    f"name={name}",
+                    "connector.class=com.mongodb.kafka.connect.MongoSinkConnector",
+                    "tasks.max=1",
+                    f"connection.uri={bench.mongo}",
+                    *sink,
+                ]
+            )
+            + "\n"
+        )
+        self.log: IO[bytes] = (self.workdir / "connect.log").open("wb")
+        self.process = subprocess.Popen(  # noqa: S603 - our own command line
+            [
+                stack.find_java(),
+                "-Xms256m",
+                "-Xmx1g",
+                f"-Dlog4j2.configurationFile={stack.KAFKA_LOG4J2_CONFIG}",
+                "-cp",
+                f"{CONNECT_LIB}/*",
+                "org.apache.kafka.connect.cli.ConnectStandalone",
+                str(worker),
+                str(properties),
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def check(self) -> None:
+        if self.process.poll() is not None:
+            raise SystemExit(f"Kafka Connect exited; see {self.workdir / 'connect.log'}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.log.close()
+
+
 async def service_child(kafka: str, mongo: str, role: str) -> Child:
     """`campaign-ledger serve --role R` with its own topics, created beforehand with equal
     partitions."""
@@ -428,16 +476,194 @@ async def drop(mongo: str, database: str) -> None:
         await client.close()
 
 
+# ---- /metrics: what a service's batches did over a window
+
+Series = tuple[str, tuple[tuple[str, str], ...]]  # sample name, sorted labels
+# The histograms the batch figures come from; only their _sum and _count are kept.
+BATCH_METRICS = (
+    "ledger_batch_records",
+    "ledger_batch_phase_seconds",
+    "ledger_mongodb_command_seconds",
+)
+
+
+async def scrape(url: str) -> dict[Series, float]:
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"{url}/metrics")).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.endswith(("_sum", "_count")) and sample.name.startswith(BATCH_METRICS)
+    }
+
+
+@dataclass
+class Batches:
+    """A service's batches between two scrapes of /metrics: the counters' differences, so a
+    warm-up before the first scrape is left out."""
+
+    batches: float
+    records: float
+    phases: dict[str, float]  # phase -> mean seconds per batch
+    commands: dict[tuple[str, str], float]  # (command, collection) -> commands sent
+    command_seconds: dict[tuple[str, str], float]  # (command, collection) -> seconds
+
+    @classmethod
+    def between(cls, before: dict[Series, float], after: dict[Series, float]) -> Batches:
+        delta = {series: value - before.get(series, 0.0) for series, value in after.items()}
+        phase_sums: dict[str, float] = {}
+        phase_counts: dict[str, float] = {}
+        commands: dict[tuple[str, str], float] = {}
+        command_seconds: dict[tuple[str, str], float] = {}
+        batches = records = 0.0
+        for (name, labels), value in delta.items():
+            label = dict(labels)
+            if name == "ledger_batch_records_count":
+                batches = value
+            elif name == "ledger_batch_records_sum":
+                records = value
+            elif name.startswith("ledger_batch_phase_seconds"):
+                into = phase_sums if name.endswith("_sum") else phase_counts
+                into[label["phase"]] = value
+            elif name.startswith("ledger_mongodb_command_seconds") and value:
+                key = (label["command"], label.get("collection", ""))
+                (command_seconds if name.endswith("_sum") else commands)[key] = value
+        # A phase's mean over the batches that went through it: a phase a batch skips
+        # (nothing to publish, say) does not dilute it.
+        phases = {p: s / phase_counts[p] for p, s in phase_sums.items() if phase_counts.get(p)}
+        return cls(batches, records, phases, commands, command_seconds)
+
+    def round_trips(self) -> float:
+        return sum(self.commands.values()) / self.batches if self.batches else 0.0
+
+    def phase_line(self) -> str:
+        """Records per batch, then the mean milliseconds of each phase."""
+        if not self.batches:
+            return "no batches"
+        order = ["wait", "load", "rules", "write", "commit", "publish", "ack"]
+        names = sorted(self.phases, key=lambda p: (order.index(p) if p in order else 99, p))
+        phases = ", ".join(f"{p} {self.phases[p] * 1000:.1f}" for p in names)
+        return (
+            f"{self.batches:,.0f} batches of {self.records / self.batches:.1f} records; "
+            f"ms per batch: {phases}"
+        )
+
+    def round_trip_line(self) -> str:
+        """Commands per batch by name, each with its collections, largest first."""
+        if not self.batches:
+            return "no batches"
+        by_name: dict[str, dict[str, float]] = {}
+        for (command, collection), n in self.commands.items():
+            by_name.setdefault(command, {})[collection] = n / self.batches
+        parts = []
+        for command, collections in sorted(by_name.items(), key=lambda kv: -sum(kv[1].values())):
+            inner = ", ".join(
+                f"{c or '-'} {n:.2f}" for c, n in sorted(collections.items(), key=lambda kv: -kv[1])
+            )
+            named = f" ({inner})" if set(collections) != {""} else ""
+            parts.append(f"{command} {sum(collections.values()):.2f}{named}")
+        return f"{self.round_trips():.2f} = " + "; ".join(parts)
+
+    def command_line(self, top: int = 8) -> str:
+        """The commands that took most of a batch's time, in milliseconds per batch."""
+        if not self.batches:
+            return "no batches"
+        slowest = sorted(self.command_seconds.items(), key=lambda kv: -kv[1])[:top]
+        return ", ".join(
+            f"{command} {collection}".strip() + f" {seconds / self.batches * 1000:.1f}"
+            for (command, collection), seconds in slowest
+        )
+
+
 # ---- latency
 
 
-async def latency(bench: Bench, rate: float, seconds: float, publication: str) -> dict[str, float]:
-    """Event handed to the producer -> its revision (or a later one) read from the topic."""
-    tag = f"lat-{uuid.uuid4().hex[:6]}"
+def live_records(tag: str, rate: float, seconds: float) -> list[Record]:
+    """The events of one latency phase, `rate x seconds` of them, the campaigns taking turns."""
     total = int(rate * seconds)
-    campaigns = 50
-    records = artifact_events(tag, campaigns, -(-total // campaigns))[:total]
-    topic = f"{tag}.artifact"
+    return artifact_events(tag, LIVE_CAMPAIGNS, -(-total // LIVE_CAMPAIGNS))[:total]
+
+
+@dataclass
+class Sent:
+    """When each event was handed to the producer, on two clocks: the monotonic one for a
+    result seen in this process, the wall clock for one stamped by another process."""
+
+    monotonic: list[float] = field(default_factory=list)
+    wall: list[float] = field(default_factory=list)
+
+
+async def send_steady(
+    producer: AIOKafkaProducer, topic: str, records: list[Record], rate: float
+) -> Sent:
+    sent = Sent()
+    started = time.perf_counter()
+    for index, (key, value) in enumerate(records):
+        due = started + index / rate
+        if (delay := due - time.perf_counter()) > 0:
+            await asyncio.sleep(delay)
+        sent.monotonic.append(time.perf_counter())
+        sent.wall.append(time.time())
+        await producer.send(topic, value, key=key)
+    await producer.flush()
+    return sent
+
+
+@dataclass
+class Latency:
+    system: str
+    rate: float
+    delays: list[float]  # milliseconds, one per event
+    seconds: float  # the live phase, from the first send to the last result
+    batches: Batches | None = None  # the service's, over the live phase
+    quiet: Batches | None = None  # the service's, over QUIET_SECONDS without events
+
+    def __post_init__(self) -> None:
+        self.delays.sort()
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.delays)
+
+    @property
+    def p99(self) -> float:
+        return self.delays[min(len(self.delays) - 1, int(len(self.delays) * 0.99))]
+
+    @property
+    def max(self) -> float:
+        return self.delays[-1]
+
+    def spread(self) -> str:
+        return f"{ms(self.p50)} / {ms(self.p99)} / {ms(self.max)}"
+
+    def background_line(self) -> str:
+        """The commands sent without any batch, per second while quiet, and what they come
+        to per batch of the live phase."""
+        if self.quiet is None or self.batches is None or not self.batches.batches:
+            return ""
+        total = sum(self.quiet.commands.values())
+        per_batch = total / QUIET_SECONDS * self.seconds / self.batches.batches
+        names = ", ".join(
+            f"{command} {collection}".strip() + f" {n / QUIET_SECONDS:.2f}/s"
+            for (command, collection), n in sorted(self.quiet.commands.items())
+        )
+        busy = f"; {self.quiet.batches:.0f} batches ran in it" if self.quiet.batches else ""
+        return (
+            f"{per_batch:.2f} per batch of the live phase are commands sent with no batch "
+            f"({QUIET_SECONDS:.0f} s quiet after it: {names or 'none'}{busy})"
+        )
+
+
+def ms(value: float) -> str:
+    return f"{value:.1f}" if value < 10 else f"{value:,.0f}"
+
+
+async def service_latency(
+    bench: Bench, tag: str, records: list[Record], rate: float, publication: str
+) -> Latency:
+    """Event handed to the producer -> its revision (or a later one) read from the topic."""
+    topic = f"{tag}.service-{publication}"
     await create_topics(bench.kafka, [topic])
     child = await service_child(bench.kafka, bench.mongo, bench.role)
     child.env.update(
@@ -449,8 +675,7 @@ async def latency(bench: Bench, rate: float, seconds: float, publication: str) -
     )
     await child.start()
     reader = AIOKafkaConsumer(bootstrap_servers=bench.kafka, fetch_max_wait_ms=5)
-    sent: dict[str, list[float]] = {c: [] for c in campaign_ids(tag, campaigns)}
-    arrived: dict[str, list[tuple[int, float]]] = {c: [] for c in sent}
+    arrived: dict[str, list[tuple[int, float]]] = {c: [] for c in campaign_ids(tag, LIVE_CAMPAIGNS)}
     try:
         await assign_all(reader, child.topics["snapshot"])
 
@@ -465,32 +690,109 @@ async def latency(bench: Bench, rate: float, seconds: float, publication: str) -
         reading = asyncio.create_task(read())
         producer = AIOKafkaProducer(bootstrap_servers=bench.kafka, acks="all", linger_ms=0)
         await producer.start()
-        await warm_up(producer, topic, tag, arrived)
-        started = time.perf_counter()
-        for index, (key, value) in enumerate(records):
-            due = started + index / rate
-            if (delay := due - time.perf_counter()) > 0:
-                await asyncio.sleep(delay)
-            sent[key.decode()].append(time.perf_counter())
-            await producer.send(topic, value, key=key)
-        await producer.flush()
-        await producer.stop()
+        try:
+            await warm_up(producer, topic, tag, arrived)
+            before = await scrape(child.url)
+            sent = await send_steady(producer, topic, records, rate)
+        finally:
+            await producer.stop()
+        sent_by_campaign: dict[str, list[float]] = {}
+        for (key, _), at in zip(records, sent.monotonic, strict=True):
+            sent_by_campaign.setdefault(key.decode(), []).append(at)
         deadline = time.monotonic() + 120
         while any(
-            not arrived[c] or max(r for r, _ in arrived[c]) < len(sent[c]) for c in sent if sent[c]
+            not arrived[c] or max(r for r, _ in arrived[c]) < len(times)
+            for c, times in sent_by_campaign.items()
         ):
             if time.monotonic() > deadline:
                 raise SystemExit("latency run: snapshots missing after 120 s")
             await asyncio.sleep(0.1)
+        finished = max(at for times in arrived.values() for _, at in times)
+        # The last batch's offsets commit runs beside the next batch: let it land.
+        await asyncio.sleep(1)
+        after = await scrape(child.url)
+        await asyncio.sleep(QUIET_SECONDS)
+        quiet = Batches.between(after, await scrape(child.url))
         reading.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await reading
-        phases = await batch_phases(child.url)
     finally:
         await reader.stop()
         child.stop()
         await drop(bench.mongo, child.env["MONGODB_DATABASE"])
-    return percentiles(sent, arrived) | phases
+    return Latency(
+        f"campaign-ledger ({publication})",
+        rate,
+        revision_delays(sent_by_campaign, arrived),
+        finished - sent.monotonic[0],
+        Batches.between(before, after),
+        quiet,
+    )
+
+
+async def connector_latency(bench: Bench, tag: str, records: list[Record], rate: float) -> Latency:
+    """Event handed to the producer -> the `_insertedTS` of its document (the wall clock)."""
+    name = f"live-{uuid.uuid4().hex[:8]}"
+    database = f"connect_{name[5:]}"
+    topic = f"{tag}.connector"
+    await create_topics(bench.kafka, [topic])
+    connect = Connect(
+        bench,
+        name,
+        [
+            f"topics={topic}",
+            f"database={database}",
+            "collection=events",
+            # Only the write model is chosen, for its timestamps: the rest is the connector's
+            # defaults, as a new user meets it (a new ObjectId `_id` per event, ordered bulk
+            # writes of whatever a poll returned).
+            "writemodel.strategy="
+            "com.mongodb.kafka.connect.sink.writemodel.strategy.UpdateOneTimestampsStrategy",
+        ],
+    )
+    client: AsyncMongoClient[Document] = AsyncMongoClient(bench.mongo, tz_aware=True)
+    events = client[database]["events"]
+    try:
+        producer = AIOKafkaProducer(bootstrap_servers=bench.kafka, acks="all", linger_ms=0)
+        await producer.start()
+        try:
+            # One event through to its document before the clock starts: the JVM is up, the
+            # task has joined its group and holds its connections.
+            key, value = artifact_events(f"{tag}-warm", 1, 1)[0]
+            await producer.send_and_wait(topic, value, key=key)
+            deadline = time.monotonic() + 180
+            while await events.find_one({"id": event_id(key.decode(), 1)}) is None:
+                connect.check()
+                if time.monotonic() > deadline:
+                    raise SystemExit("latency run: the connector stored no warm-up in 180 s")
+                await asyncio.sleep(0.05)
+            sent = await send_steady(producer, topic, records, rate)
+        finally:
+            await producer.stop()
+        # Counted only now: SecantusDB counts by scanning, which would load the live phase.
+        deadline = time.monotonic() + 120
+        while await events.count_documents({}) < len(records) + 1:
+            connect.check()
+            if time.monotonic() > deadline:
+                raise SystemExit("latency run: the connector's documents missing after 120 s")
+            await asyncio.sleep(0.5)
+        handed = {
+            orjson.loads(value)["id"]: at for (_, value), at in zip(records, sent.wall, strict=True)
+        }
+        stored: dict[str, float] = {}
+        projection = {"id": 1, "_insertedTS": 1, "_modifiedTS": 1}
+        async for document in events.find({}, projection):
+            stamp = (document.get("_insertedTS") or document["_modifiedTS"]).timestamp()
+            # A redelivered event would be a second document (a new `_id`): its first counts.
+            stored[document["id"]] = min(stamp, stored.get(document["id"], stamp))
+    finally:
+        connect.stop()
+        await client.close()
+        await drop(bench.mongo, database)
+    if missing := handed.keys() - stored.keys():
+        raise SystemExit(f"latency run: {len(missing)} events have no document")
+    delays = [(stored[event] - at) * 1000 for event, at in handed.items()]
+    return Latency(CONNECTOR, rate, delays, max(stored.values()) - sent.wall[0])
 
 
 async def warm_up(
@@ -521,53 +823,9 @@ async def assign_all(reader: AIOKafkaConsumer, topic: str) -> None:
     await reader.seek_to_beginning()
 
 
-async def batch_phases(url: str) -> dict[str, float]:
-    """Mean seconds per batch of each phase, and records per batch, from /metrics; and the
-    MongoDB commands' seconds per batch, by command and collection (`mongo_<command> <coll>`).
-    """
-    async with httpx.AsyncClient() as client:
-        text = (await client.get(f"{url}/metrics")).text
-    sums: dict[str, float] = {}
-    counts: dict[str, float] = {}
-    commands: dict[str, float] = {}
-    for line in text.splitlines():
-        for name, into in (("_sum", sums), ("_count", counts)):
-            for metric in ("ledger_batch_phase_seconds", "ledger_batch_records"):
-                if line.startswith(metric + name):
-                    label = (
-                        line.split('phase="')[1].split('"')[0] if "phase=" in line else "records"
-                    )
-                    into[label] = float(line.rsplit(" ", 1)[1])
-        if line.startswith("ledger_mongodb_command_seconds_sum"):
-            command = line.split('command="')[1].split('"')[0]
-            collection = line.split('collection="')[1].split('"')[0]
-            commands[f"mongo_{command} {collection}".strip()] = float(line.rsplit(" ", 1)[1])
-    phases = {f"phase_{k}": v / counts[k] for k, v in sums.items() if counts.get(k)}
-    if batches := counts.get("records"):
-        phases |= {k: v / batches for k, v in commands.items()}
-    return phases
-
-
-def phase_line(phases: dict[str, float]) -> str:
-    """`batch_phases` as one line: records per batch, then milliseconds per phase."""
-    return ", ".join(
-        f"{k[6:]} {v * 1000:.0f} ms" if k != "phase_records" else f"{v:.0f} records"
-        for k, v in phases.items()
-        if k.startswith("phase_")
-    )
-
-
-def command_line(phases: dict[str, float], top: int = 8) -> str:
-    """The MongoDB commands that took most of a batch's time, in milliseconds per batch."""
-    commands = sorted(
-        ((k[6:], v) for k, v in phases.items() if k.startswith("mongo_")), key=lambda kv: -kv[1]
-    )
-    return ", ".join(f"{name} {seconds * 1000:.1f}" for name, seconds in commands[:top])
-
-
-def percentiles(
+def revision_delays(
     sent: dict[str, list[float]], arrived: dict[str, list[tuple[int, float]]]
-) -> dict[str, float]:
+) -> list[float]:
     """Per event: the first published revision at or past the one it made, minus its send."""
     delays = []
     for campaign, times in sent.items():
@@ -575,13 +833,60 @@ def percentiles(
         for revision, at in enumerate(times, start=1):
             first = next(t for r, t in seen if r >= revision)
             delays.append((first - at) * 1000)
-    delays.sort()
-    return {
-        "events": len(delays),
-        "p50": statistics.median(delays),
-        "p99": delays[min(len(delays) - 1, int(len(delays) * 0.99))],
-        "max": delays[-1],
-    }
+    return delays
+
+
+def latency_report(results: list[Latency], seconds: float) -> None:
+    print(
+        f"\nlatency, {LIVE_CAMPAIGNS} campaigns round-robin, {seconds:.0f} s per rate, the same "
+        "events for each system, after one warm-up event:\n"
+        "  campaign-ledger: event handed to the producer -> its snapshot revision (or a later "
+        "one) read from the snapshot topic\n"
+        f"  connector: event handed to the producer -> its document's `_insertedTS` "
+        f"(mongo-kafka-connect {connector_version()}, UpdateOneTimestampsStrategy, defaults "
+        "otherwise)"
+    )
+    print(
+        f"\n{'rate':>7}  {'service':<10} {'service p50 / p99 / max ms':>28} "
+        f"{'connector p50 / p99 / max ms':>30} {'p50 ÷':>7} {'p99 ÷':>7}"
+    )
+    rates = list(dict.fromkeys(r.rate for r in results))
+    for rate in rates:
+        connector = next((r for r in results if r.rate == rate and r.system == CONNECTOR), None)
+        services = [r for r in results if r.rate == rate and r.system != CONNECTOR]
+        rows: list[Latency | None] = [*services] or [None]
+        for service in rows:
+            name = service.system.split("(")[-1].rstrip(")") if service else "-"
+            ratios = (
+                f"{service.p50 / connector.p50:>6.2f}x {service.p99 / connector.p99:>6.2f}x"
+                if service and connector
+                else f"{'-':>7} {'-':>7}"
+            )
+            print(
+                f"{rate:>5.0f}/s  {name:<10} {service.spread() if service else '-':>28} "
+                f"{connector.spread() if connector else '-':>30} {ratios}"
+            )
+    print(
+        "\n(÷: the service's figure over the connector's, at or under 1.00x the service is as "
+        "fast. The connector's `_insertedTS` is stamped as UpdateOneTimestampsStrategy builds "
+        "the write, before the bulk write goes out, in whole milliseconds: it leaves the write "
+        "out, a few ms in the connector's favour.)"
+    )
+    for result in results:
+        if result.batches is None:
+            continue
+        print(
+            f"\n{result.system} at {result.rate:.0f} events/s, live phase only "
+            f"(/metrics before and after, {result.seconds:.1f} s):"
+        )
+        print(f"  {result.batches.phase_line()}")
+        print(
+            "  database round trips per batch (ledger_mongodb_command_seconds counts by "
+            f"command and collection, over batches): {result.batches.round_trip_line()}"
+        )
+        if background := result.background_line():
+            print(f"  of which {background}")
+        print(f"  MongoDB ms per batch: {result.batches.command_line()}")
 
 
 # ---- reporting
@@ -629,7 +934,7 @@ def report(drains: list[Drain]) -> None:
             f"{system:<44} {rates[0]:>8,.0f} / {medians[system]:>6,.0f} / {rates[-1]:>6,.0f} "
             f"{own:>10,.0f} {db:>9,.0f} {broker:>13,.0f}"
         )
-    connector = medians.get("MongoDB sink connector")
+    connector = medians.get(CONNECTOR)
     ceiling = medians.get("raw ceiling")
     for system, rate in medians.items():
         if system.startswith("campaign-ledger"):
@@ -671,6 +976,8 @@ def servers(tmp: Path) -> Iterator[tuple[str, str, Pids]]:
 
 
 async def run(args: argparse.Namespace) -> None:
+    systems = names(args.systems, ("service", "latest", "connector", "ceiling", "ceiling-notx"))
+    latency_systems = names(args.latency_systems, ("service", "connector"))
     stack.ensure_kafka_jars(CONNECT_LIB, CONNECT_POM)
     with (
         tempfile.TemporaryDirectory(prefix="ledger-compare-", dir=args.workdir) as tmp,
@@ -684,22 +991,12 @@ async def run(args: argparse.Namespace) -> None:
         print(f"servers: kafka {kafka}, mongodb {mongo.split('@')[-1]} (sync on commit)")
         tag = f"cmp-{uuid.uuid4().hex[:6]}"
         topic = f"{tag}.artifact"
-        await create_topics(kafka, [topic])
-        records = artifact_events(tag, args.campaigns, args.versions)
-        sizes = [len(v) for _, v in records]
-        await produce_all(kafka, topic, records)
-        print(
-            f"events: {len(records):,} artifact events pre-produced ({args.campaigns} campaigns "
-            f"x {args.versions} versions, {statistics.mean(sizes):.0f} bytes on average, "
-            f"{PARTITIONS} partitions)",
-            flush=True,
-        )
         bench = Bench(
             kafka,
             mongo,
             pids,
             topic,
-            len(records),
+            args.campaigns * args.versions,
             tag,
             args.campaigns,
             args.versions,
@@ -707,48 +1004,78 @@ async def run(args: argparse.Namespace) -> None:
             args.role,
         )
         print(f"service role: --role {args.role}", flush=True)
-        systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-        drains: list[Drain] = []
-        for round_ in range(1, args.rounds + 1):
-            for system in systems:
-                if system == "service":
-                    drain = await bench.service("every")
-                elif system == "latest":
-                    drain = await bench.service("latest")
-                elif system == "connector":
-                    drain = await bench.connector()
-                elif system == "ceiling":
-                    drain = await bench.ceiling(transaction=True)
-                elif system == "ceiling-notx":
-                    drain = await bench.ceiling(transaction=False)
-                else:
-                    raise SystemExit(f"unknown system {system}")
-                drains.append(drain)
-                print(
-                    f"round {round_}: {drain.system:<40} {drain.rate:>7,.0f} events/s "
-                    f"({drain.events:,} in {drain.seconds:.1f}s; CPU µs/event own "
-                    f"{drain.per_event_us(0):,.0f}, database {drain.per_event_us(1):,.0f}, "
-                    f"broker {drain.per_event_us(2):,.0f})",
-                    flush=True,
-                )
-                if phases := drain.extra.get("phases"):
-                    print(f"         per batch: {phase_line(phases)}", flush=True)
-                    print(f"         MongoDB ms per batch: {command_line(phases)}", flush=True)
-        if drains:
-            report(drains)
-        for rate in args.latency_rates:
-            for publication in args.latency_publication:
-                result = await latency(bench, rate, args.latency_seconds, publication)
-                phases = phase_line(result)
-                print(
-                    f"latency at {rate:.0f} events/s ({publication}, {result['events']:,} "
-                    f"events): p50 {result['p50']:.0f} ms, p99 {result['p99']:.0f} ms, "
-                    f"max {result['max']:.0f} ms; per batch: {phases}",
-                    flush=True,
-                )
-                print(f"         MongoDB ms per batch: {command_line(result)}", flush=True)
+        if args.rounds and systems:
+            await create_topics(kafka, [topic])
+            records = artifact_events(tag, args.campaigns, args.versions)
+            sizes = [len(v) for _, v in records]
+            await produce_all(kafka, topic, records)
+            print(
+                f"events: {len(records):,} artifact events pre-produced ({args.campaigns} "
+                f"campaigns x {args.versions} versions, {statistics.mean(sizes):.0f} bytes on "
+                f"average, {PARTITIONS} partitions)",
+                flush=True,
+            )
+            await drains(bench, systems, args.rounds)
+        if args.latency_rates and latency_systems:
+            results: list[Latency] = []
+            for rate in args.latency_rates:
+                # One set of events per rate, the same for every system.
+                live = f"lat-{uuid.uuid4().hex[:6]}"
+                records = live_records(live, rate, args.latency_seconds)
+                for system in latency_systems:
+                    done = len(results)
+                    if system == "connector":
+                        results.append(await connector_latency(bench, live, records, rate))
+                    else:
+                        for publication in args.latency_publication:
+                            results.append(
+                                await service_latency(bench, live, records, rate, publication)
+                            )
+                    for result in results[done:]:
+                        print(
+                            f"latency at {rate:.0f} events/s, {result.system}: "
+                            f"{len(result.delays):,} events, p50 / p99 / max {result.spread()} ms",
+                            flush=True,
+                        )
+            latency_report(results, args.latency_seconds)
         if args.fill:
             await fill(bench, args.fill)
+
+
+def names(listed: str, known: tuple[str, ...]) -> list[str]:
+    chosen = [s.strip() for s in listed.split(",") if s.strip()]
+    if unknown := [s for s in chosen if s not in known]:
+        raise SystemExit(f"unknown system {', '.join(unknown)}; known: {', '.join(known)}")
+    return chosen
+
+
+async def drains(bench: Bench, systems: list[str], rounds: int) -> None:
+    results: list[Drain] = []
+    for round_ in range(1, rounds + 1):
+        for system in systems:
+            if system == "service":
+                drain = await bench.service("every")
+            elif system == "latest":
+                drain = await bench.service("latest")
+            elif system == "connector":
+                drain = await bench.connector()
+            elif system == "ceiling":
+                drain = await bench.ceiling(transaction=True)
+            else:
+                drain = await bench.ceiling(transaction=False)
+            results.append(drain)
+            print(
+                f"round {round_}: {drain.system:<40} {drain.rate:>7,.0f} events/s "
+                f"({drain.events:,} in {drain.seconds:.1f}s; CPU µs/event own "
+                f"{drain.per_event_us(0):,.0f}, database {drain.per_event_us(1):,.0f}, "
+                f"broker {drain.per_event_us(2):,.0f})",
+                flush=True,
+            )
+            if batches := drain.extra.get("batches"):
+                print(f"         per batch: {batches.phase_line()}")
+                print(f"         database round trips per batch: {batches.round_trip_line()}")
+                print(f"         MongoDB ms per batch: {batches.command_line()}", flush=True)
+    report(results)
 
 
 async def fill(bench: Bench, target: int) -> None:
@@ -772,22 +1099,23 @@ async def fill(bench: Bench, target: int) -> None:
     await child.start()
     assert child.process is not None
     pid = child.process.pid
-    stored = 0
     step = bench.campaigns * bench.versions
-    checkpoints = {step, 100_000, target}
+    print(
+        f"fill: {target:,} events into one database, {step:,} at a time (service `every`, "
+        f"--role {bench.role}); the raw ceiling upserts the same steps into a database of its own",
+        flush=True,
+    )
+    rows: list[FillRow] = []
+    stored = 0
     try:
         while stored < target:
-            versions = bench.versions
+            first_version = stored // bench.campaigns + 1
             records = artifact_events(
-                tag, bench.campaigns, versions, first_version=stored // bench.campaigns + 1
+                tag, bench.campaigns, bench.versions, first_version=first_version
             )
             await produce_all(bench.kafka, topic, records)
             ends = await end_offsets(bench.kafka, topic)
-
-            first = [
-                version_id(c, stored // bench.campaigns + 1)
-                for c in campaign_ids(tag, bench.campaigns)
-            ]
+            first = [version_id(c, first_version) for c in campaign_ids(tag, bench.campaigns)]
 
             async def progress(first: list[str] = first) -> int:
                 return await present(bench.mongo, database, "versions", first)
@@ -805,37 +1133,108 @@ async def fill(bench: Bench, target: int) -> None:
                 pids=bench.pids,
             )
             ceiling = await bench.ceiling(
-                transaction=True, offset=stored // bench.campaigns, database=ceiling_db
+                transaction=True, offset=first_version - 1, database=ceiling_db, tag=tag
             )
-            stored += len(records)
-            if stored in checkpoints or stored % 100_000 == 0:
-                print(
-                    f"fill: {stored:>9,} stored: service {drain.rate:,.0f} events/s, raw ceiling "
-                    f"{ceiling.rate:,.0f} docs/s, service RSS {rss_mb(pid):.0f} MB",
-                    flush=True,
-                )
+            before, stored = stored, stored + len(records)
+            row = FillRow(stored, drain.rate, ceiling.rate, rss_mb(pid))
+            rows.append(row)
+            # Every 100,000 (the step need not divide it), the first step and the last.
+            if len(rows) == 1 or stored >= target or stored // 100_000 > before // 100_000:
+                print(f"fill: {row.line()}", flush=True)
     finally:
         child.stop()
         await admin.close()
         await drop(bench.mongo, database)
         await drop(bench.mongo, ceiling_db)
+    fill_report(rows)
+
+
+@dataclass(frozen=True)
+class FillRow:
+    stored: int  # events stored once this step was done
+    rate: float  # the service's drain rate over this step
+    ceiling: float  # the raw ceiling's over the same step, at the same fill
+    rss: float  # the service's RSS after this step, MB
+
+    def line(self) -> str:
+        return (
+            f"{self.stored:>9,} stored: service {self.rate:>6,.0f} events/s, raw ceiling "
+            f"{self.ceiling:>6,.0f} docs/s, service ÷ ceiling {self.rate / self.ceiling:.2f}, "
+            f"service RSS {self.rss:.0f} MB"
+        )
+
+
+def fill_report(rows: list[FillRow]) -> None:
+    """The first step, the step that reached 100,000 and the last, side by side."""
+    if not rows:
+        return
+    marks = [rows[0]]
+    if reached := next((r for r in rows if r.stored >= 100_000), None):
+        marks.append(reached)
+    marks.append(rows[-1])
+    print(
+        f"\n{'stored':>9}  {'service events/s':>16}  {'raw ceiling docs/s':>18}  "
+        f"{'service ÷ ceiling':>17}  {'service RSS MB':>14}"
+    )
+    for row in dict.fromkeys(marks):
+        print(
+            f"{row.stored:>9,}  {row.rate:>16,.0f}  {row.ceiling:>18,.0f}  "
+            f"{row.rate / row.ceiling:>17.2f}  {row.rss:>14.0f}"
+        )
+    first, last = rows[0], rows[-1]
+    print(
+        f"at {last.stored:,} stored the service drains at {last.rate / first.rate:.0%} of its "
+        f"rate over the first {first.stored:,}, the raw ceiling at "
+        f"{last.ceiling / first.ceiling:.0%} of its own; service RSS {first.rss:.0f} -> "
+        f"{last.rss:.0f} MB (each line: the step that brought the fill there)"
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="make bench-compare")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument(
+    parser = argparse.ArgumentParser(
+        prog="make bench-compare",
+        description="campaign-ledger beside the MongoDB Kafka sink connector and the raw "
+        "database ceiling: drain rate and CPU, live latency, and a long fill (bench/README.md)",
+    )
+    drain = parser.add_argument_group("drain")
+    drain.add_argument("--rounds", type=int, default=3, help="alternated rounds (0: none)")
+    drain.add_argument(
         "--systems",
         default="service,latest,connector,ceiling,ceiling-notx",
         help="comma-separated: service (every), latest, connector, ceiling, ceiling-notx",
     )
-    parser.add_argument("--campaigns", type=int, default=200)
-    parser.add_argument("--versions", type=int, default=100, help="per campaign")
-    parser.add_argument("--latency-rates", type=float, nargs="*", default=[100.0, 300.0])
-    parser.add_argument("--latency-seconds", type=float, default=30.0)
-    parser.add_argument("--latency-publication", nargs="*", default=["every"])
+    drain.add_argument(
+        "--campaigns", type=int, default=200, help="x versions: the drain's events, the fill's step"
+    )
+    drain.add_argument("--versions", type=int, default=100, help="per campaign")
+    live = parser.add_argument_group("latency")
+    live.add_argument(
+        "--latency-systems", default="service,connector", help="comma-separated: service, connector"
+    )
+    live.add_argument(
+        "--latency-rates",
+        type=float,
+        nargs="*",
+        default=[100.0, 300.0],
+        metavar="RATE",
+        help="events/s, one phase per system each (none: no latency phases)",
+    )
+    live.add_argument("--latency-seconds", type=float, default=30.0, help="per rate and system")
+    live.add_argument(
+        "--latency-publication",
+        nargs="*",
+        default=["every"],
+        choices=("every", "latest"),
+        help="the service's SNAPSHOT_PUBLICATION, one phase each",
+    )
     parser.add_argument(
-        "--fill", type=int, nargs="?", const=1_000_000, default=0, help="fill run to N events"
+        "--fill",
+        type=int,
+        nargs="?",
+        const=1_000_000,
+        default=0,
+        metavar="N",
+        help="drain N events (1,000,000 without N) into one database, the raw ceiling beside",
     )
     parser.add_argument(
         "--role",

@@ -361,8 +361,18 @@ class MongoStore:
     async def close(self) -> None:
         await self.client.close()
 
-    async def in_transaction(self, work: Callable[[Transaction], Awaitable[T]]) -> T:
-        """Run `work` in a transaction; transient failures rerun it (pymongo's retry loop)."""
+    async def in_transaction(
+        self, work: Callable[[Transaction], Awaitable[T]], *, write_first: bool = False
+    ) -> T:
+        """Run `work` in a transaction; transient failures rerun it (pymongo's retry loop).
+
+        Its reads see one snapshot (read concern "snapshot"). A transaction whose first
+        command is its write (`write_first`: the batch reads nothing up front) carries no
+        read concern: the first command carries the transaction's, and SecantusDB refuses
+        one on `bulkWrite`. What such a batch reads later (what the rules find missing) is
+        then read at the server's default level; its compare-and-set on each campaign's
+        revision and the unique keys of what it writes guard it as they guard every batch.
+        """
         try:
             if self.client_bulk_write is None:
                 hello = await self.client.admin.command("hello")
@@ -376,7 +386,7 @@ class MongoStore:
 
                 return await session.with_transaction(
                     callback,
-                    read_concern=ReadConcern("snapshot"),
+                    read_concern=ReadConcern() if write_first else ReadConcern("snapshot"),
                     write_concern=WriteConcern("majority"),
                     read_preference=ReadPreference.PRIMARY,
                     max_commit_time_ms=30_000,

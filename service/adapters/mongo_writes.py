@@ -3,8 +3,9 @@
 The writes of a transaction are queued in order and sent once, at its end:
 - on MongoDB 8.0 and later (wire version 25+), as one client-level `bulkWrite` command over
   every collection (ordered, so the first failure stops it, and inside the transaction, so
-  nothing of it is applied unless everything is);
-- on earlier servers, as one ordered `bulk_write` per run of writes to the same collection.
+  nothing of it is applied unless everything is), unless the batch is large (see
+  CLIENT_BULK_WRITE_MAX_WRITES);
+- otherwise as one ordered `bulk_write` per run of writes to the same collection.
 Compare-and-set writes (`must_match`) are checked either way: one that matched nothing means
 another writer changed the document since it was read.
 """
@@ -24,6 +25,12 @@ from service.adapters.mongo_errors import DUPLICATE_KEY, ConcurrentUpdate, Store
 Document = dict[str, Any]
 # The first wire version of MongoDB 8.0, which has the client-level bulkWrite command.
 CLIENT_BULK_WRITE_WIRE_VERSION = 25
+# Up to this many writes go as one client-level command; more go per collection. A live
+# batch is a few dozen writes, where round trips are most of its time; a drain's batch is
+# thousands, where the command's per-write cost is. Measured on SecantusDB in one
+# transaction: 4 inserts 24 ms one command against 59 ms per collection, 40 about even,
+# 400 817 against 261 ms, 2,000 3,221 against 834 ms.
+CLIENT_BULK_WRITE_MAX_WRITES = 64
 CHANGED_UNDER_BATCH = "a campaign changed while this batch was applied"
 
 
@@ -62,7 +69,7 @@ class Writes:
         queued, self.queued = self.queued, []
         if not queued:
             return 0
-        if client_level:
+        if client_level and len(queued) <= CLIENT_BULK_WRITE_MAX_WRITES:
             await self._send_client_level(queued)
             return 1
         return await self._send_per_collection(queued)

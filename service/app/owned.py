@@ -2,7 +2,8 @@
 
 A campaign's events come on one partition, and one instance owns the partition, so between
 rebalances this instance is the only writer of the campaigns it processes. What it learnt
-of them in its last batch stays true for the next one, and need not be read again:
+of them in its last batch stays true for the next one, and need not be read again (a batch
+of owned campaigns only takes its events for new: see `_assume_new`):
 - the campaign's state (the compare-and-set on the revision in the batch's write still
   guards it: a writer it did not know of makes the batch fail, forget and read again);
 - that no event waits (is held) for any of its versions;
@@ -34,6 +35,33 @@ class Owned:
     outbox_clean: bool  # nothing of it waits in the outbox collection
 
 
+def _assume_new(view: View, keys: dict[str, set[str]], states: list[CampaignState]) -> None:
+    """Take every event, new version, artifact and run of the batch for new, unread.
+
+    Each of them is written with a unique `_id` (the processed mark, the version, the
+    artifact and run upserts keyed by campaign), so a wrong guess is a duplicate key in the
+    batch's write: the transaction aborts and the batch runs again from what MongoDB holds
+    (`Transaction.lent`). Only a producer's duplicate or an id of another campaign costs it.
+    """
+    view.checked_events.update(keys["processed"])
+    keys["processed"] = set()
+    new_versions = keys["held"]  # the versions the batch's generation events make
+    for version_id in new_versions:
+        view.versions.setdefault(version_id, None)
+    keys["version"] -= new_versions
+    artifacts = {a: s for s in states for a in s.artifacts}
+    for artifact_id in keys["artifact"]:
+        owner = artifacts.get(artifact_id)
+        view.artifact_owners[artifact_id] = (
+            (owner.campaign_id, owner.artifacts[artifact_id].artifact_type) if owner else None
+        )
+    keys["artifact"] = set()
+    runs = {r: s.campaign_id for s in states for r in s.runs}
+    for run_id in keys["run"]:
+        view.run_owners[run_id] = runs.get(run_id)
+    keys["run"] = set()
+
+
 class OwnedCampaigns:
     def __init__(self, limit: int = LIMIT) -> None:
         self.limit = limit
@@ -45,6 +73,10 @@ class OwnedCampaigns:
     def get(self, campaign_id: str) -> Owned | None:
         return self._items.get(campaign_id)
 
+    def covers(self, campaigns: Iterable[str]) -> bool:
+        """Every one of `campaigns` is known: a batch of them reads nothing up front."""
+        return all(cid in self._items for cid in campaigns)
+
     def lend(self, view: View, keys: dict[str, set[str]], campaigns: set[str]) -> dict[str, Owned]:
         """Fill `view` with what is known of the batch's `campaigns`, and take it out of the
         `keys` the store would read. Returns the campaigns it knew."""
@@ -53,11 +85,14 @@ class OwnedCampaigns:
             view.campaigns[cid] = owned.state
             self._items.move_to_end(cid)
         keys["campaign"] -= known.keys()
-        if known and len(known) == len(campaigns) and all(o.held_free for o in known.values()):
+        if not known or len(known) < len(campaigns):
+            return known
+        if all(o.held_free for o in known.values()):
             # Nothing waits for any version of these campaigns: no lookup of held events.
-            for version_id in keys.get("held", ()):
+            for version_id in keys["held"]:
                 view.held[version_id] = []
-            keys["held"] = set()
+        _assume_new(view, keys, [o.state for o in known.values()])
+        keys["held"] = set()
         return known
 
     def keep(

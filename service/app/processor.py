@@ -181,7 +181,8 @@ class BatchProcessor:
                 applied = await self.store.in_transaction(
                     lambda tx: self._apply(
                         tx, inbound, campaigns=campaigns, now=now, seq_base=seq_base, stamp=stamp
-                    )
+                    ),
+                    write_first=self.owned.covers(campaigns),
                 )
                 break
             except ConcurrentUpdate:

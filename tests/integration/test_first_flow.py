@@ -114,11 +114,11 @@ class FlakyStore:
             def __getattr__(self, attribute: str) -> Any:
                 return getattr(real, attribute)
 
-            async def in_transaction(self, work: Any) -> Any:
+            async def in_transaction(self, work: Any, **options: Any) -> Any:
                 if flaky.failed < flaky.failures:
                     flaky.failed += 1
                     raise StoreUnavailable("injected: MongoDB is unreachable")
-                return await real.in_transaction(work)
+                return await real.in_transaction(work, **options)
 
         service.processor.store = Failing()
 

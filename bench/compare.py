@@ -1141,12 +1141,12 @@ async def fill(bench: Bench, target: int) -> None:
             # Every 100,000 (the step need not divide it), the first step and the last.
             if len(rows) == 1 or stored >= target or stored // 100_000 > before // 100_000:
                 print(f"fill: {row.line()}", flush=True)
+        fill_report(rows)
     finally:
         child.stop()
         await admin.close()
         await drop(bench.mongo, database)
         await drop(bench.mongo, ceiling_db)
-    fill_report(rows)
 
 
 @dataclass(frozen=True)

@@ -294,7 +294,8 @@ class Bench:
             drain = await waiter
             assert child.process is not None
             drain.extra["rss_mb"] = rss_mb(child.process.pid)
-            # A fresh process: its counters since start are the drain's.
+            # A fresh process: its counters since start are the drain's (with its start-up's
+            # commands, which is why the drain prints no round trips per batch).
             drain.extra["batches"] = Batches.between({}, await scrape(child.url))
             return drain
         finally:
@@ -1073,7 +1074,6 @@ async def drains(bench: Bench, systems: list[str], rounds: int) -> None:
             )
             if batches := drain.extra.get("batches"):
                 print(f"         per batch: {batches.phase_line()}")
-                print(f"         database round trips per batch: {batches.round_trip_line()}")
                 print(f"         MongoDB ms per batch: {batches.command_line()}", flush=True)
     report(results)
 

@@ -849,7 +849,7 @@ def latency_report(results: list[Latency], seconds: float) -> None:
     )
     print(
         f"\n{'rate':>7}  {'service':<10} {'service p50 / p99 / max ms':>28} "
-        f"{'connector p50 / p99 / max ms':>30} {'p50 ÷':>7} {'p99 ÷':>7}"
+        f"{'connector p50 / p99 / max ms':>30} {'p50 ÷':>8} {'p99 ÷':>8}"
     )
     rates = list(dict.fromkeys(r.rate for r in results))
     for rate in rates:
@@ -859,9 +859,9 @@ def latency_report(results: list[Latency], seconds: float) -> None:
         for service in rows:
             name = service.system.split("(")[-1].rstrip(")") if service else "-"
             ratios = (
-                f"{service.p50 / connector.p50:>6.2f}x {service.p99 / connector.p99:>6.2f}x"
+                f"{service.p50 / connector.p50:>7.2f}x {service.p99 / connector.p99:>7.2f}x"
                 if service and connector
-                else f"{'-':>7} {'-':>7}"
+                else f"{'-':>8} {'-':>8}"
             )
             print(
                 f"{rate:>5.0f}/s  {name:<10} {service.spread() if service else '-':>28} "

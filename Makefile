@@ -12,6 +12,7 @@ help:
 	@echo "make test    the whole test suite against real local servers"
 	@echo "make lint    ruff, ruff format --check, mypy, schema drift, manifests (make lint-k8s)"
 	@echo "make bench   throughput, snapshot-read, stream and many-viewer benchmarks (prints figures)"
+	@echo "make bench-compare  beside the MongoDB sink connector and the raw ceiling (bench/README.md)"
 	@echo "make schemas regenerate schemas/ from the code"
 
 $(INSTALLED): pyproject.toml

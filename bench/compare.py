@@ -294,7 +294,8 @@ class Bench:
             drain = await waiter
             assert child.process is not None
             drain.extra["rss_mb"] = rss_mb(child.process.pid)
-            # A fresh process: its counters since start are the drain's.
+            # A fresh process: its counters since start are the drain's (with its start-up's
+            # commands, which is why the drain prints no round trips per batch).
             drain.extra["batches"] = Batches.between({}, await scrape(child.url))
             return drain
         finally:
@@ -848,7 +849,7 @@ def latency_report(results: list[Latency], seconds: float) -> None:
     )
     print(
         f"\n{'rate':>7}  {'service':<10} {'service p50 / p99 / max ms':>28} "
-        f"{'connector p50 / p99 / max ms':>30} {'p50 ÷':>7} {'p99 ÷':>7}"
+        f"{'connector p50 / p99 / max ms':>30} {'p50 ÷':>8} {'p99 ÷':>8}"
     )
     rates = list(dict.fromkeys(r.rate for r in results))
     for rate in rates:
@@ -858,9 +859,9 @@ def latency_report(results: list[Latency], seconds: float) -> None:
         for service in rows:
             name = service.system.split("(")[-1].rstrip(")") if service else "-"
             ratios = (
-                f"{service.p50 / connector.p50:>6.2f}x {service.p99 / connector.p99:>6.2f}x"
+                f"{service.p50 / connector.p50:>7.2f}x {service.p99 / connector.p99:>7.2f}x"
                 if service and connector
-                else f"{'-':>7} {'-':>7}"
+                else f"{'-':>8} {'-':>8}"
             )
             print(
                 f"{rate:>5.0f}/s  {name:<10} {service.spread() if service else '-':>28} "
@@ -1073,7 +1074,6 @@ async def drains(bench: Bench, systems: list[str], rounds: int) -> None:
             )
             if batches := drain.extra.get("batches"):
                 print(f"         per batch: {batches.phase_line()}")
-                print(f"         database round trips per batch: {batches.round_trip_line()}")
                 print(f"         MongoDB ms per batch: {batches.command_line()}", flush=True)
     report(results)
 
@@ -1141,12 +1141,12 @@ async def fill(bench: Bench, target: int) -> None:
             # Every 100,000 (the step need not divide it), the first step and the last.
             if len(rows) == 1 or stored >= target or stored // 100_000 > before // 100_000:
                 print(f"fill: {row.line()}", flush=True)
+        fill_report(rows)
     finally:
         child.stop()
         await admin.close()
         await drop(bench.mongo, database)
         await drop(bench.mongo, ceiling_db)
-    fill_report(rows)
 
 
 @dataclass(frozen=True)

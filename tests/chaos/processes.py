@@ -39,7 +39,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from pymongo import AsyncMongoClient
 
-from dev.stack import _SPAWNER, free_port
+from dev.servers.common import free_port
+from dev.servers.process import SPAWNER
 from service.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -269,7 +270,8 @@ async def reset_group_to_earliest(deployment: Deployment) -> dict[TopicPartition
 class ServiceProcess:
     """`python -m service serve` as a real child process, with its log under the test's tmp dir.
 
-    Children are forked by dev.stack's tethered spawner, so a killed pytest takes them along.
+    Children are forked by the tethered spawner of dev/servers/process.py, so a killed pytest
+    takes them along.
     """
 
     def __init__(self, deployment: Deployment, log_dir: Path, name: str = "ledger") -> None:
@@ -305,7 +307,7 @@ class ServiceProcess:
                 f"\n=== chaos: start #{self.starts + 1} on port {self.port} at {stamp}\n".encode()
             )
             log.flush()
-            return _SPAWNER.spawn(
+            return SPAWNER.spawn(
                 lambda: subprocess.Popen(
                     [sys.executable, "-m", "service", "serve"],
                     cwd=REPO_ROOT,
@@ -314,7 +316,7 @@ class ServiceProcess:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    preexec_fn=_SPAWNER.preexec(),  # noqa: PLW1509 - sets PDEATHSIG only
+                    preexec_fn=SPAWNER.preexec(),  # noqa: PLW1509 - sets PDEATHSIG only
                 )
             )
 

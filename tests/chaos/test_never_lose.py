@@ -35,7 +35,8 @@ from typing import Any
 import httpx
 import pytest
 
-from dev.stack import KafkaServer, MongoServer
+from dev.servers.kafka import KafkaServer
+from dev.servers.mongo import MongoServer
 from tests.chaos.processes import (
     ENTITY_COLLECTIONS,
     Deployment,

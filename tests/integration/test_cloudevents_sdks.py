@@ -30,7 +30,8 @@ from cloudevents.core.v1.event import CloudEvent
 from cloudevents.v1 import kafka as ce_kafka_v1
 from cloudevents.v1.http import CloudEvent as CloudEventV1
 
-from dev.stack import CACHE_DIR, REPO_ROOT, StackError, ensure_kafka_jars, find_java
+from dev.servers.common import CACHE_DIR, REPO_ROOT, StackError
+from dev.servers.jvm import ensure_kafka_jars, find_java
 from tests.integration.harness import (
     Ledger,
     eventually,

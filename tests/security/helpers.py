@@ -18,7 +18,8 @@ import pytest
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from dev.stack import KafkaServer, MongoServer
+from dev.servers.kafka import KafkaServer
+from dev.servers.mongo import MongoServer
 from service.bootstrap import build
 from service.settings import Settings
 from tests.integration.harness import cloud_event, running_ledger

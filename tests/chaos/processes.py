@@ -42,6 +42,7 @@ from pymongo import AsyncMongoClient
 from dev.servers.common import free_port
 from dev.servers.process import SPAWNER
 from service.settings import Settings
+from tests.events import cloud_event, iso_z
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,14 +56,6 @@ TOPIC_SETTINGS = {
     "dead_letter": "TOPIC_DEAD_LETTER",
 }
 INPUT_KINDS = ("artifact", "audit", "feedback", "lifecycle")
-ENTITY_COLLECTIONS = (
-    "campaigns",
-    "artifacts",
-    "versions",
-    "audit_reports",
-    "iteration_logs",
-    "orchestration_runs",
-)
 
 
 # =========================================================================== deployment
@@ -424,9 +417,7 @@ AUDIT_STATE = {
 
 
 def iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return None if value is None else iso_z(value)
 
 
 @dataclass(frozen=True)
@@ -519,15 +510,14 @@ class MixedStream:
         return f"{self.prefix}-e{self._ids:06d}"
 
     def _event(self, step: _Step, index: int) -> Outgoing:
-        event: dict[str, Any] = {
-            "specversion": "1.0",
-            "id": step.id,
-            "source": SOURCES[step.kind],
-            "type": step.type,
-            "time": iso(self.start + self.step * index),
-            "datacontenttype": "application/json",
-            "data": step.data,
-        }
+        event = cloud_event(
+            step.type,
+            step.data,
+            id=step.id,
+            source=SOURCES[step.kind],
+            time=self.start + self.step * index,
+            datacontenttype="application/json",
+        )
         if index % 2:
             event["subject"] = step.data["campaign_id"]
         return Outgoing(step.kind, event)

@@ -7,14 +7,9 @@ from typing import Any
 
 import orjson
 
-from tests.integration.harness import (
-    Ledger,
-    cloud_event,
-    eventually,
-    isolated_settings,
-    new_id,
-    running_ledger,
-)
+from service.adapters import mongo_schema as cols
+from tests.events import cloud_event
+from tests.integration.harness import Ledger, eventually, isolated_settings, new_id, running_ledger
 
 
 def generated(campaign: str, artifact: str, version: str, **extra: Any) -> dict[str, Any]:
@@ -45,11 +40,11 @@ def lifecycle(event_type: str, campaign: str, **data: Any) -> dict[str, Any]:
 async def orphans(ledger: Ledger) -> int:
     """Audit reports and iteration logs whose version is not stored."""
     total = 0
-    for collection in ("audit_reports", "iteration_logs"):
+    for collection in (cols.AUDIT_REPORTS, cols.ITERATION_LOGS):
         pipeline = [
             {
                 "$lookup": {
-                    "from": "versions",
+                    "from": cols.VERSIONS,
                     "localField": "version_id",
                     "foreignField": "_id",
                     "as": "v",
@@ -362,14 +357,7 @@ async def test_indexes_and_validators_exist(ledger: Ledger) -> None:
     options = {
         c["name"]: c["options"] for c in await (await ledger.db.list_collections()).to_list()
     }
-    for name in (
-        "campaigns",
-        "artifacts",
-        "versions",
-        "audit_reports",
-        "iteration_logs",
-        "orchestration_runs",
-    ):
+    for name in cols.ENTITY_COLLECTIONS:
         assert "$jsonSchema" in options[name]["validator"], name
     cursor = ledger.db.versions.find(
         {"campaign_id": "c", "artifact_id": "x", "version_number": {"$gt": 5}}

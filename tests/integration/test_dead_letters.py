@@ -8,7 +8,8 @@ from typing import Any
 
 import orjson
 
-from tests.integration.harness import cloud_event, eventually, isolated_settings, running_ledger
+from tests.events import cloud_event
+from tests.integration.harness import eventually, isolated_settings, running_ledger
 
 
 def generated(campaign: str, artifact: str, version: str, content: Any = None) -> dict[str, Any]:

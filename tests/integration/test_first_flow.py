@@ -8,14 +8,8 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient
 
 from service.adapters.mongo_store import StoreUnavailable
-from tests.integration.harness import (
-    Ledger,
-    cloud_event,
-    eventually,
-    isolated_settings,
-    new_id,
-    running_ledger,
-)
+from tests.events import cloud_event
+from tests.integration.harness import Ledger, eventually, isolated_settings, new_id, running_ledger
 
 
 def generated(campaign: str, artifact: str, n: int, **extra: object) -> dict[str, object]:

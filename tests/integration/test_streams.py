@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from service.settings import Settings
-from tests.integration.harness import Ledger, cloud_event, isolated_settings, new_id, running_ledger
+from tests.events import cloud_event
+from tests.integration.harness import Ledger, isolated_settings, new_id, running_ledger
 from tests.integration.served import http_server, sse
 
 TOKEN = "stream-test-token"

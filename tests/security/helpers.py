@@ -22,7 +22,8 @@ from dev.servers.kafka import KafkaServer
 from dev.servers.mongo import MongoServer
 from service.bootstrap import build
 from service.settings import Settings
-from tests.integration.harness import cloud_event, running_ledger
+from tests.events import cloud_event
+from tests.integration.harness import running_ledger
 
 # SASL user of each mechanism the SASL listener enables (SCRAM ones are created at format
 # time; PLAIN's is declared in the listener's JAAS config).

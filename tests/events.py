@@ -49,3 +49,35 @@ def cloud_event(
         event["time"] = iso_z(time) if isinstance(time, datetime) else time
     event["data"] = data
     return event | attributes
+
+
+def generated(
+    campaign: str,
+    artifact: str,
+    version: str | None = None,
+    *,
+    content: Any = None,
+    artifact_type: str = "copy",
+    **data: Any,
+) -> dict[str, Any]:
+    """`campaign.artifact.generated`; without `version` the ledger derives the version's id."""
+    body: dict[str, Any] = {
+        "campaign_id": campaign,
+        "artifact_id": artifact,
+        "artifact_type": artifact_type,
+    }
+    if version is not None:
+        body["version_id"] = version
+    body["content"] = content if content is not None else {"text": f"content of {version}"}
+    return cloud_event("campaign.artifact.generated", body | data)
+
+
+def audited(campaign: str, version: str, outcome: str, **data: Any) -> dict[str, Any]:
+    """`campaign.audit.completed` of one version."""
+    body = {"campaign_id": campaign, "version_id": version, "outcome": outcome}
+    return cloud_event("campaign.audit.completed", body | data)
+
+
+def lifecycle(event_type: str, campaign: str, **data: Any) -> dict[str, Any]:
+    """A campaign's own event (`campaign.created`, `campaign.status.changed`, ...)."""
+    return cloud_event(event_type, {"campaign_id": campaign, **data})

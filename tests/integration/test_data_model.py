@@ -8,33 +8,8 @@ from typing import Any
 import orjson
 
 from service.adapters import mongo_schema as cols
-from tests.events import cloud_event
+from tests.events import audited, cloud_event, generated, lifecycle
 from tests.integration.harness import Ledger, eventually, isolated_settings, new_id, running_ledger
-
-
-def generated(campaign: str, artifact: str, version: str, **extra: Any) -> dict[str, Any]:
-    return cloud_event(
-        "campaign.artifact.generated",
-        {
-            "campaign_id": campaign,
-            "artifact_id": artifact,
-            "artifact_type": extra.pop("artifact_type", "copy"),
-            "version_id": version,
-            "content": {"text": f"content of {version}"},
-            **extra,
-        },
-    )
-
-
-def audited(campaign: str, version: str, outcome: str, **extra: Any) -> dict[str, Any]:
-    return cloud_event(
-        "campaign.audit.completed",
-        {"campaign_id": campaign, "version_id": version, "outcome": outcome, **extra},
-    )
-
-
-def lifecycle(event_type: str, campaign: str, **data: Any) -> dict[str, Any]:
-    return cloud_event(event_type, {"campaign_id": campaign, **data})
 
 
 async def orphans(ledger: Ledger) -> int:

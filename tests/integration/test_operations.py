@@ -23,9 +23,9 @@ from pymongo import AsyncMongoClient
 
 from service.adapters.mongo_schema import ENTITY_COLLECTIONS
 from service.settings import Settings
-from tests.events import cloud_event
+from tests.events import audited, cloud_event, generated, lifecycle
 from tests.integration.harness import Ledger, eventually, isolated_settings, new_id, running_ledger
-from tests.integration.test_data_model import audited, generated, lifecycle, orphans
+from tests.integration.test_data_model import orphans
 
 PROVENANCE = "campaign-ledger-replayed-from"
 

@@ -22,7 +22,7 @@ from dev.servers.kafka import KafkaServer
 from dev.servers.mongo import MongoServer
 from service.bootstrap import build
 from service.settings import Settings
-from tests.events import cloud_event
+from tests import events
 from tests.integration.harness import running_ledger
 
 # SASL user of each mechanism the SASL listener enables (SCRAM ones are created at format
@@ -37,15 +37,8 @@ def secret(prefix: str) -> str:
 
 def generated(campaign: str, artifact: str, n: int, **extra: Any) -> dict[str, Any]:
     """A valid `campaign.artifact.generated` event (version n of the artifact)."""
-    return cloud_event(
-        "campaign.artifact.generated",
-        {
-            "campaign_id": campaign,
-            "artifact_id": artifact,
-            "artifact_type": "copy",
-            "content": {"headline": f"Spring is here, take {n}"},
-            **extra,
-        },
+    return events.generated(
+        campaign, artifact, content={"headline": f"Spring is here, take {n}"}, **extra
     )
 
 

@@ -28,7 +28,9 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from dev import stack
+from dev.servers.common import free_port, free_ports
+from dev.servers.kafka import KafkaServer
+from dev.servers.mongo import MongoServer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -39,12 +41,12 @@ def servers() -> Iterator[tuple[str, str]]:
     mongo = os.environ.get("MONGODB_URI")
     with tempfile.TemporaryDirectory(prefix="ledger-bench-") as tmp, contextlib.ExitStack() as stop:
         if not kafka:
-            port, controller = stack.free_ports(2)
-            server = stack.KafkaServer(Path(tmp) / "kafka", port=port, controller_port=controller)
+            port, controller = free_ports(2)
+            server = KafkaServer(Path(tmp) / "kafka", port=port, controller_port=controller)
             stop.enter_context(server)
             kafka = server.bootstrap_servers
         if not mongo:
-            mongo_server = stack.MongoServer(Path(tmp) / "mongo", port=stack.free_port())
+            mongo_server = MongoServer(Path(tmp) / "mongo", port=free_port())
             stop.enter_context(mongo_server)
             mongo = mongo_server.uri
         yield kafka, mongo
@@ -128,7 +130,7 @@ class Child:
             k: f"bench-{tag}.{k}"
             for k in ("artifact", "audit", "feedback", "lifecycle", "snapshot", "dead")
         }
-        self.port = stack.free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,

@@ -38,7 +38,7 @@ the raw database ceiling, on one broker, one database and the same events.
    at each 100,000 and summed up at the first step, 100,000 and N (tens of minutes for a
    million).
 
-Servers: its own Kafka and SecantusDB (--sync-on-commit) from dev/stack.py, unless
+Servers: its own Kafka and SecantusDB (--sync-on-commit) from dev/servers/, unless
 KAFKA_BOOTSTRAP_SERVERS and MONGODB_URI name others (then pass --db-pid/--broker-pid to
 count their CPU).
 """
@@ -71,7 +71,10 @@ from pymongo import AsyncMongoClient
 
 from bench.__main__ import Child
 from bench.events import artifact_events, campaign_ids, event_id, version_id
-from dev import stack
+from dev.servers.common import free_port, free_ports
+from dev.servers.jvm import ensure_kafka_jars, find_java
+from dev.servers.kafka import KAFKA_LOG4J2_CONFIG, KafkaServer
+from dev.servers.mongo import MongoServer
 
 REPO = Path(__file__).resolve().parent.parent
 CONNECT_POM = REPO / "bench" / "connect" / "pom.xml"
@@ -431,10 +434,10 @@ class Connect:
         self.log: IO[bytes] = (self.workdir / "connect.log").open("wb")
         self.process = subprocess.Popen(  # noqa: S603 - our own command line
             [
-                stack.find_java(),
+                find_java(),
                 "-Xms256m",
                 "-Xmx1g",
-                f"-Dlog4j2.configurationFile={stack.KAFKA_LOG4J2_CONFIG}",
+                f"-Dlog4j2.configurationFile={KAFKA_LOG4J2_CONFIG}",
                 "-cp",
                 f"{CONNECT_LIB}/*",
                 "org.apache.kafka.connect.cli.ConnectStandalone",
@@ -894,8 +897,8 @@ def latency_report(results: list[Latency], seconds: float) -> None:
 
 
 def versions_line(kafka_version: str) -> str:
-    java = subprocess.run(  # noqa: S603 - the JDK dev/stack.py runs
-        [stack.find_java(), "-version"], capture_output=True, text=True, check=False
+    java = subprocess.run(  # noqa: S603 - the JDK dev/servers/ runs
+        [find_java(), "-version"], capture_output=True, text=True, check=False
     ).stderr.splitlines()[0]
     packages = ("campaign-ledger", "SecantusDB", "pymongo", "aiokafka", "faststream")
     found = []
@@ -961,15 +964,15 @@ def servers(tmp: Path) -> Iterator[tuple[str, str, Pids]]:
     with contextlib.ExitStack() as stop:
         broker_pid = db_pid = None
         if not kafka:
-            port, controller = stack.free_ports(2)
-            server = stack.KafkaServer(
+            port, controller = free_ports(2)
+            server = KafkaServer(
                 tmp / "kafka", port=port, controller_port=controller, die_with_parent=True
             )
             stop.enter_context(server)
             kafka, broker_pid = server.bootstrap_servers, server.pid
         if not mongo:
-            mongo_server = stack.MongoServer(
-                tmp / "mongo", port=stack.free_port(), sync_on_commit=True, die_with_parent=True
+            mongo_server = MongoServer(
+                tmp / "mongo", port=free_port(), sync_on_commit=True, die_with_parent=True
             )
             stop.enter_context(mongo_server)
             mongo, db_pid = mongo_server.uri, mongo_server.pid
@@ -979,7 +982,7 @@ def servers(tmp: Path) -> Iterator[tuple[str, str, Pids]]:
 async def run(args: argparse.Namespace) -> None:
     systems = names(args.systems, ("service", "latest", "connector", "ceiling", "ceiling-notx"))
     latency_systems = names(args.latency_systems, ("service", "connector"))
-    stack.ensure_kafka_jars(CONNECT_LIB, CONNECT_POM)
+    ensure_kafka_jars(CONNECT_LIB, CONNECT_POM)
     with (
         tempfile.TemporaryDirectory(prefix="ledger-compare-", dir=args.workdir) as tmp,
         servers(Path(tmp)) as (kafka, mongo, pids),

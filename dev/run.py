@@ -1,6 +1,6 @@
 """`make run`: the whole thing on one machine, then a demo campaign flowing through it.
 
-Starts (or reuses) local Kafka and the MongoDB-compatible server from dev/stack.py, runs
+Starts (or reuses) local Kafka and the MongoDB-compatible server with dev/stack.py, runs
 `campaign-ledger serve` as a child process, waits for it to be ready, sends a realistic
 campaign with dev/demo.py, prints where to look, and keeps serving until Ctrl-C, when it stops
 the service (SIGTERM: readiness off, in-flight batch finished) and the local servers.

@@ -9,7 +9,7 @@ Kafka and MongoDB are chosen independently, first match wins:
 2. A Docker engine answers: testcontainers with ``apache/kafka`` (KRaft) and ``mongo:8``
    started as a one-member replica set (images overridable with ``KAFKA_IMAGE`` and
    ``MONGO_IMAGE``).
-3. Otherwise local processes from ``dev/stack.py`` (Apache Kafka from Maven Central,
+3. Otherwise local processes from ``dev/servers/`` (Apache Kafka from Maven Central,
    SecantusDB) on free ports, data under the session's tmp dir, stopped at session end.
 
 ``TEST_SERVERS=local`` skips step 2 (and ``containers`` makes it mandatory), for example
@@ -35,15 +35,10 @@ from typing import Any, Literal, Protocol, Self, TypeVar
 import pytest
 from pymongo import MongoClient
 
-from dev.stack import (
-    KafkaServer,
-    LocalServer,
-    MongoServer,
-    StackError,
-    free_ports,
-    wait_for_kafka,
-    wait_for_mongo,
-)
+from dev.servers.common import StackError, free_ports
+from dev.servers.kafka import KafkaServer, wait_for_kafka
+from dev.servers.mongo import MongoServer, wait_for_mongo
+from dev.servers.process import LocalServer
 
 Origin = Literal["env", "container", "local"]
 

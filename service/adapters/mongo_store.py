@@ -69,10 +69,15 @@ class Transaction:
         session: AsyncClientSession,
         *,
         client_bulk_write: bool = False,
+        read_concern: bool = True,
     ) -> None:
         self.db = db
         self.session = session
         self.client_bulk_write = client_bulk_write
+        # Whether the transaction carries a read concern, and whether a command has gone out
+        # yet: the first command carries it, and SecantusDB refuses one on `bulkWrite`.
+        self.read_concern = read_concern
+        self.began = False
         self.writes = Writes(db, session)
         # Of each loaded snapshot document: the outbox entries it holds (see `StoredOutbox`)
         # and when its delete was noted (kept or written by this batch).
@@ -90,6 +95,7 @@ class Transaction:
     async def _find(
         self, name: str, query: Document, projection: Document | None = None, **kw: Any
     ) -> list[Document]:
+        self.began = True
         cursor = self._col(name).find(query, projection, session=self.session, **kw)
         return await cursor.to_list()
 
@@ -179,6 +185,7 @@ class Transaction:
             await self.load(view, {missing.kind: {missing.key}})
 
     async def published_marks(self, writers: Iterable[str]) -> dict[str, int]:
+        self.began = True
         return await mongo_outbox.published_marks(self.db, self.session, writers)
 
     def restamp(self, campaigns: Mapping[str, int], stamp: Stamp) -> None:
@@ -248,7 +255,9 @@ class Transaction:
             writes.insert(cols.OUTBOX, chunks)
             stored = stored_entries(chunks)
         try:
-            await writes.send(client_level=self.client_bulk_write)
+            await writes.send(
+                client_level=self.client_bulk_write and (self.began or not self.read_concern)
+            )
         except DuplicateWrite as error:
             if self.lent:  # another writer got there first: read again and rerun
                 raise ConcurrentUpdate(str(error)) from error
@@ -382,7 +391,14 @@ class MongoStore:
             async with self.client.start_session() as session:
 
                 async def callback(s: AsyncClientSession) -> T:
-                    return await work(Transaction(self.db, s, client_bulk_write=client_level))
+                    return await work(
+                        Transaction(
+                            self.db,
+                            s,
+                            client_bulk_write=client_level,
+                            read_concern=not write_first,
+                        )
+                    )
 
                 return await session.with_transaction(
                     callback,

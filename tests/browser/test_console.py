@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import Ledger, cloud_event, isolated_settings, running_ledger
+from tests.events import cloud_event
+from tests.integration.harness import Ledger, isolated_settings, running_ledger
 from tests.integration.served import http_server
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -130,7 +131,7 @@ async def test_console_shows_a_campaign_and_follows_it_live(
                 "version_id": f"{copy}.v1",
                 "feedback_text": "Warmer tone, shorter headline",
             },
-            event_id=feedback_id,
+            id=feedback_id,
         ),
         kind="feedback",
     )

@@ -39,8 +39,10 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from pymongo import AsyncMongoClient
 
-from dev.stack import _SPAWNER, free_port
+from dev.servers.common import free_port
+from dev.servers.process import SPAWNER
 from service.settings import Settings
+from tests.events import cloud_event, iso_z
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -54,14 +56,6 @@ TOPIC_SETTINGS = {
     "dead_letter": "TOPIC_DEAD_LETTER",
 }
 INPUT_KINDS = ("artifact", "audit", "feedback", "lifecycle")
-ENTITY_COLLECTIONS = (
-    "campaigns",
-    "artifacts",
-    "versions",
-    "audit_reports",
-    "iteration_logs",
-    "orchestration_runs",
-)
 
 
 # =========================================================================== deployment
@@ -269,7 +263,8 @@ async def reset_group_to_earliest(deployment: Deployment) -> dict[TopicPartition
 class ServiceProcess:
     """`python -m service serve` as a real child process, with its log under the test's tmp dir.
 
-    Children are forked by dev.stack's tethered spawner, so a killed pytest takes them along.
+    Children are forked by the tethered spawner of dev/servers/process.py, so a killed pytest
+    takes them along.
     """
 
     def __init__(self, deployment: Deployment, log_dir: Path, name: str = "ledger") -> None:
@@ -305,7 +300,7 @@ class ServiceProcess:
                 f"\n=== chaos: start #{self.starts + 1} on port {self.port} at {stamp}\n".encode()
             )
             log.flush()
-            return _SPAWNER.spawn(
+            return SPAWNER.spawn(
                 lambda: subprocess.Popen(
                     [sys.executable, "-m", "service", "serve"],
                     cwd=REPO_ROOT,
@@ -314,7 +309,7 @@ class ServiceProcess:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
-                    preexec_fn=_SPAWNER.preexec(),  # noqa: PLW1509 - sets PDEATHSIG only
+                    preexec_fn=SPAWNER.preexec(),  # noqa: PLW1509 - sets PDEATHSIG only
                 )
             )
 
@@ -422,9 +417,7 @@ AUDIT_STATE = {
 
 
 def iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return None if value is None else iso_z(value)
 
 
 @dataclass(frozen=True)
@@ -517,15 +510,14 @@ class MixedStream:
         return f"{self.prefix}-e{self._ids:06d}"
 
     def _event(self, step: _Step, index: int) -> Outgoing:
-        event: dict[str, Any] = {
-            "specversion": "1.0",
-            "id": step.id,
-            "source": SOURCES[step.kind],
-            "type": step.type,
-            "time": iso(self.start + self.step * index),
-            "datacontenttype": "application/json",
-            "data": step.data,
-        }
+        event = cloud_event(
+            step.type,
+            step.data,
+            id=step.id,
+            source=SOURCES[step.kind],
+            time=self.start + self.step * index,
+            datacontenttype="application/json",
+        )
         if index % 2:
             event["subject"] = step.data["campaign_id"]
         return Outgoing(step.kind, event)

@@ -35,9 +35,10 @@ from typing import Any
 import httpx
 import pytest
 
-from dev.stack import KafkaServer, MongoServer
+from dev.servers.kafka import KafkaServer
+from dev.servers.mongo import MongoServer
+from service.adapters import mongo_schema as cols
 from tests.chaos.processes import (
-    ENTITY_COLLECTIONS,
     Deployment,
     KafkaProbe,
     MixedStream,
@@ -49,6 +50,7 @@ from tests.chaos.processes import (
     read_topic,
     reset_group_to_earliest,
 )
+from tests.events import cloud_event
 
 Factory = Callable[[str], ServiceProcess]
 
@@ -137,10 +139,10 @@ async def verify(
     client = deployment.mongo()
     try:
         db = client[deployment.database]
-        docs = {name: await db[name].find().to_list() for name in ENTITY_COLLECTIONS}
+        docs = {name: await db[name].find().to_list() for name in cols.ENTITY_COLLECTIONS}
         # An event's mark: its processed_events document, or the version it made.
         marks: Counter[str] = Counter()
-        for name in ("processed_events", "versions"):
+        for name in (cols.PROCESSED_EVENTS, cols.VERSIONS):
             async for d in await db[name].aggregate(
                 [{"$group": {"_id": "$campaign_id", "n": {"$sum": 1}}}]
             ):
@@ -151,7 +153,7 @@ async def verify(
                     [
                         {
                             "$lookup": {
-                                "from": "versions",
+                                "from": cols.VERSIONS,
                                 "localField": "version_id",
                                 "foreignField": "_id",
                                 "as": "version",
@@ -162,7 +164,7 @@ async def verify(
                     ]
                 )
             ).to_list()
-            for name in ("audit_reports", "iteration_logs")
+            for name in (cols.AUDIT_REPORTS, cols.ITERATION_LOGS)
         }
     finally:
         await client.close()
@@ -544,7 +546,8 @@ async def _dump(deployment: Deployment) -> dict[str, list[dict[str, Any]]]:
     try:
         db = client[deployment.database]
         dump = {
-            name: await db[name].find(sort=[("_id", 1)]).to_list() for name in ENTITY_COLLECTIONS
+            name: await db[name].find(sort=[("_id", 1)]).to_list()
+            for name in cols.ENTITY_COLLECTIONS
         }
         dump["processed_events (count)"] = [{"n": await db.processed_events.count_documents({})}]
         return dump
@@ -662,14 +665,12 @@ async def test_old_delete_then_restore_loses_nothing(
     old = datetime.now(UTC) - timedelta(days=40)
 
     def event(kind: str, type_: str, seconds: int, **data: Any) -> Outgoing:
-        body = {
-            "specversion": "1.0",
-            "id": uuid.uuid4().hex,
-            "source": "urn:chaos:backlog",
-            "type": type_,
-            "time": iso(old + timedelta(seconds=seconds)),
-            "data": {"campaign_id": campaign, **data},
-        }
+        body = cloud_event(
+            type_,
+            {"campaign_id": campaign, **data},
+            source="urn:chaos:backlog",
+            time=old + timedelta(seconds=seconds),
+        )
         return Outgoing(kind, body)
 
     def version(n: int, seconds: int) -> Outgoing:

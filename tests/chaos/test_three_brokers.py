@@ -1,7 +1,7 @@
 """Three brokers: the node leading the most input partitions is SIGKILLed under load.
 
-A three-node KRaft cluster from the same jars (dev/stack.py `KafkaCluster`: each node broker
-and controller, default replication factor 3, min.insync.replicas 2). The service
+A three-node KRaft cluster from the same jars (`KafkaCluster` of dev/servers/kafka_cluster.py:
+each node broker and controller, default replication factor 3, min.insync.replicas 2). The service
 (`campaign-ledger serve`, a real process) creates its six topics with
 `KAFKA_TOPIC_REPLICATION_FACTOR=3`. A mixed stream of thousands of events is sent evenly;
 about a third of the way in, the node leading the most input partitions is SIGKILLed; the
@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from dev.stack import KafkaCluster
+from dev.servers.kafka_cluster import KafkaCluster
 from tests.chaos.cluster import (
     ClusterSender,
     ConfiguredDeployment,

@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -59,24 +58,6 @@ def isolated_settings(kafka: str, mongo: str, **overrides: Any) -> Settings:
 def new_id(prefix: str) -> str:
     """A fresh id, so no two tests ever share a campaign, artifact or run."""
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-def cloud_event(
-    event_type: str,
-    data: dict[str, Any],
-    *,
-    event_id: str | None = None,
-    source: str = "tests",
-    time_: str | None = None,
-) -> dict[str, Any]:
-    return {
-        "specversion": "1.0",
-        "id": event_id or uuid.uuid4().hex,
-        "source": source,
-        "type": event_type,
-        "time": time_ or datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-        "data": data,
-    }
 
 
 async def eventually(

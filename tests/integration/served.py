@@ -17,7 +17,7 @@ import httpx
 import orjson
 import uvicorn
 
-from dev.stack import free_port
+from dev.servers.common import free_port
 from service.bootstrap import Service
 
 

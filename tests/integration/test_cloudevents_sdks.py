@@ -30,7 +30,9 @@ from cloudevents.core.v1.event import CloudEvent
 from cloudevents.v1 import kafka as ce_kafka_v1
 from cloudevents.v1.http import CloudEvent as CloudEventV1
 
-from dev.stack import CACHE_DIR, REPO_ROOT, StackError, ensure_kafka_jars, find_java
+from dev.servers.common import CACHE_DIR, REPO_ROOT, StackError
+from dev.servers.jvm import ensure_kafka_jars, find_java
+from tests.events import NOW, cloud_event
 from tests.integration.harness import (
     Ledger,
     eventually,
@@ -62,20 +64,18 @@ class Story:
     steps: list[Step]
 
 
-def cloud_event(
-    event_type: str, data: dict[str, Any], *, event_id: str | None = None, timed: bool = True
+def agent_event(
+    event_type: str, data: dict[str, Any], *, id: str | None = None, timed: bool = True
 ) -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "specversion": "1.0",
-        "id": event_id or new_id("e"),
-        "source": "sdk-tests/agent",
-        "type": event_type,
-        "datacontenttype": "application/json",
-        "data": data,
-    }
-    if timed:
-        event["time"] = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return event
+    """An event as the agents' SDK producer sends it: its source, a JSON content type."""
+    return cloud_event(
+        event_type,
+        data,
+        id=id or new_id("e"),
+        source="sdk-tests/agent",
+        time=NOW if timed else None,
+        datacontenttype="application/json",
+    )
 
 
 def story() -> Story:
@@ -91,22 +91,22 @@ def story() -> Story:
             "content": {"headline": f"Spring is here ({version})"},
             **links,
         }
-        return cloud_event("campaign.artifact.generated", data)
+        return agent_event("campaign.artifact.generated", data)
 
     def audited(version: str, outcome: str, *, timed: bool = True) -> dict[str, Any]:
         data = {"campaign_id": c, "version_id": version, "outcome": outcome}
-        return cloud_event("campaign.audit.completed", data, timed=timed)
+        return agent_event("campaign.audit.completed", data, timed=timed)
 
     gen1 = generated(v1)
     gen2 = generated(v2, parent_version_id=v1, feedback_id=feedback_id)
-    untyped = cloud_event("campaign.artifact.generated", {})
+    untyped = agent_event("campaign.artifact.generated", {})
     untyped.update(datacontenttype="text/plain", data="Spring is here")
-    feedback = cloud_event(
+    feedback = agent_event(
         "campaign.feedback.submitted",
         {"campaign_id": c, "artifact_id": a, "version_id": v1, "feedback_text": "Warmer tone"},
-        event_id=feedback_id,
+        id=feedback_id,
     )
-    created = cloud_event("campaign.created", {"campaign_id": c, "name": "SDK launch"})
+    created = agent_event("campaign.created", {"campaign_id": c, "name": "SDK launch"})
     del created["datacontenttype"]  # optional: absent is JSON too
     steps = [
         Step("structured", "lifecycle", created),

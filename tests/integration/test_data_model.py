@@ -7,49 +7,19 @@ from typing import Any
 
 import orjson
 
-from tests.integration.harness import (
-    Ledger,
-    cloud_event,
-    eventually,
-    isolated_settings,
-    new_id,
-    running_ledger,
-)
-
-
-def generated(campaign: str, artifact: str, version: str, **extra: Any) -> dict[str, Any]:
-    return cloud_event(
-        "campaign.artifact.generated",
-        {
-            "campaign_id": campaign,
-            "artifact_id": artifact,
-            "artifact_type": extra.pop("artifact_type", "copy"),
-            "version_id": version,
-            "content": {"text": f"content of {version}"},
-            **extra,
-        },
-    )
-
-
-def audited(campaign: str, version: str, outcome: str, **extra: Any) -> dict[str, Any]:
-    return cloud_event(
-        "campaign.audit.completed",
-        {"campaign_id": campaign, "version_id": version, "outcome": outcome, **extra},
-    )
-
-
-def lifecycle(event_type: str, campaign: str, **data: Any) -> dict[str, Any]:
-    return cloud_event(event_type, {"campaign_id": campaign, **data})
+from service.adapters import mongo_schema as cols
+from tests.events import audited, cloud_event, generated, lifecycle
+from tests.integration.harness import Ledger, eventually, isolated_settings, new_id, running_ledger
 
 
 async def orphans(ledger: Ledger) -> int:
     """Audit reports and iteration logs whose version is not stored."""
     total = 0
-    for collection in ("audit_reports", "iteration_logs"):
+    for collection in (cols.AUDIT_REPORTS, cols.ITERATION_LOGS):
         pipeline = [
             {
                 "$lookup": {
-                    "from": "versions",
+                    "from": cols.VERSIONS,
                     "localField": "version_id",
                     "foreignField": "_id",
                     "as": "v",
@@ -362,14 +332,7 @@ async def test_indexes_and_validators_exist(ledger: Ledger) -> None:
     options = {
         c["name"]: c["options"] for c in await (await ledger.db.list_collections()).to_list()
     }
-    for name in (
-        "campaigns",
-        "artifacts",
-        "versions",
-        "audit_reports",
-        "iteration_logs",
-        "orchestration_runs",
-    ):
+    for name in cols.ENTITY_COLLECTIONS:
         assert "$jsonSchema" in options[name]["validator"], name
     cursor = ledger.db.versions.find(
         {"campaign_id": "c", "artifact_id": "x", "version_number": {"$gt": 5}}

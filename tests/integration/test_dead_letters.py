@@ -8,20 +8,8 @@ from typing import Any
 
 import orjson
 
-from tests.integration.harness import cloud_event, eventually, isolated_settings, running_ledger
-
-
-def generated(campaign: str, artifact: str, version: str, content: Any = None) -> dict[str, Any]:
-    return cloud_event(
-        "campaign.artifact.generated",
-        {
-            "campaign_id": campaign,
-            "artifact_id": artifact,
-            "artifact_type": "copy",
-            "version_id": version,
-            "content": content if content is not None else {"text": version},
-        },
-    )
+from tests.events import cloud_event, generated
+from tests.integration.harness import eventually, isolated_settings, running_ledger
 
 
 async def test_bad_records_are_dead_lettered_and_good_ones_around_them_applied(
@@ -43,15 +31,16 @@ async def test_bad_records_are_dead_lettered_and_good_ones_around_them_applied(
                     cloud_event("campaign.audit.completed", {"campaign_id": c, "version_id": "v"})
                 ),
             ),
-            ("too_large", orjson.dumps(generated(c, "a-big", "v-big", {"t": "x" * 5000}))),
+            ("too_large", orjson.dumps(generated(c, "a-big", "v-big", content={"t": "x" * 5000}))),
             ("empty_value", None),
         ]
-        sends: list[Any] = [generated(c, f"{c}.a", f"{c}.v1")]
+        original = {"text": "the first take"}
+        sends: list[Any] = [generated(c, f"{c}.a", f"{c}.v1", content=original)]
         for _, value in bad:
             sends.append(value)
-        sends.append(generated(c, f"{c}.a", f"{c}.v2", tricky))
+        sends.append(generated(c, f"{c}.a", f"{c}.v2", content=tricky))
         # the same version id again with other content: refused by the rules, not stored
-        sends.append(generated(c, f"{c}.a", f"{c}.v1", {"text": "rewritten"}))
+        sends.append(generated(c, f"{c}.a", f"{c}.v1", content={"text": "rewritten"}))
         # a keyed record whose key is another campaign
         mismatched = orjson.dumps(generated(c, f"{c}.b", f"{c}.b1"))
         topic = ledger.topic("artifact")
@@ -94,7 +83,7 @@ async def test_bad_records_are_dead_lettered_and_good_ones_around_them_applied(
         stored = await ledger.db.versions.find_one({"_id": f"{c}.v2"})
         assert stored is not None and stored["content"] == tricky  # stored as data, intact
         first = await ledger.db.versions.find_one({"_id": f"{c}.v1"})
-        assert first is not None and first["content"] == {"text": f"{c}.v1"}  # not rewritten
+        assert first is not None and first["content"] == original  # not rewritten
         export = (await ledger.http.get(f"/campaigns/{c}/export")).json()
         assert [v["content"] for v in export["versions"] if v["_id"] == f"{c}.v2"] == [tricky]
         # the headers say what the letters are

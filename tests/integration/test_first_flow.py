@@ -8,27 +8,15 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient
 
 from service.adapters.mongo_errors import StoreUnavailable
-from tests.integration.harness import (
-    Ledger,
-    cloud_event,
-    eventually,
-    isolated_settings,
-    new_id,
-    running_ledger,
-)
+from tests import events
+from tests.events import cloud_event
+from tests.integration.harness import Ledger, eventually, isolated_settings, new_id, running_ledger
 
 
-def generated(campaign: str, artifact: str, n: int, **extra: object) -> dict[str, object]:
-    return cloud_event(
-        "campaign.artifact.generated",
-        {
-            "campaign_id": campaign,
-            "artifact_id": artifact,
-            "artifact_type": "copy",
-            "content": {"headline": f"Spring is here, take {n}", "body": "x" * n},
-            **extra,
-        },
-    )
+def generated(campaign: str, artifact: str, n: int, **extra: Any) -> dict[str, Any]:
+    """Take `n` of an artifact, its version id left to the ledger to derive."""
+    content = {"headline": f"Spring is here, take {n}", "body": "x" * n}
+    return events.generated(campaign, artifact, content=content, **extra)
 
 
 async def test_same_event_three_times_is_one_version_and_one_revision(ledger: Ledger) -> None:

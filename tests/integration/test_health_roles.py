@@ -21,10 +21,11 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pymongo import AsyncMongoClient
 
-from dev.stack import free_ports
+from dev.servers.common import free_ports
 from service.bootstrap import Role, Service, build
 from service.settings import Settings
-from tests.integration.harness import cloud_event, eventually, isolated_settings, new_id
+from tests.events import cloud_event
+from tests.integration.harness import eventually, isolated_settings, new_id
 
 
 @contextlib.asynccontextmanager

@@ -21,25 +21,12 @@ import orjson
 import pytest
 from pymongo import AsyncMongoClient
 
+from service.adapters.mongo_schema import ENTITY_COLLECTIONS
 from service.settings import Settings
-from tests.integration.harness import (
-    Ledger,
-    cloud_event,
-    eventually,
-    isolated_settings,
-    new_id,
-    running_ledger,
-)
-from tests.integration.test_data_model import audited, generated, lifecycle, orphans
+from tests.events import audited, cloud_event, generated, lifecycle
+from tests.integration.harness import Ledger, eventually, isolated_settings, new_id, running_ledger
+from tests.integration.test_data_model import orphans
 
-ENTITIES = (
-    "campaigns",
-    "artifacts",
-    "versions",
-    "audit_reports",
-    "iteration_logs",
-    "orchestration_runs",
-)
 PROVENANCE = "campaign-ledger-replayed-from"
 
 
@@ -281,7 +268,7 @@ async def _full_campaign(ledger: Ledger) -> tuple[str, dict[str, Any]]:
                 "feedback_text": "warmer, please",
                 "tags": ["tone"],
             },
-            event_id="fb-1",
+            id="fb-1",
         ),
         generated(campaign, copy_, f"{copy_}.v2", parent_version_id=f"{copy_}.v1"),
         audited(campaign, f"{copy_}.v2", "pass"),
@@ -299,7 +286,7 @@ async def _full_campaign(ledger: Ledger) -> tuple[str, dict[str, Any]]:
 
 async def _documents(client: AsyncMongoClient[dict[str, Any]], db: str, campaign: str) -> Any:
     found: dict[str, Any] = {}
-    for name in ENTITIES:
+    for name in ENTITY_COLLECTIONS:
         key = "_id" if name == "campaigns" else "campaign_id"
         found[name] = await client[db][name].find({key: campaign}, sort=[("_id", 1)]).to_list()
     snapshot = await client[db]["snapshots"].find_one({"_id": campaign})
@@ -334,7 +321,7 @@ async def test_export_import_restores_the_same_documents(
     try:
         source = await _documents(client, settings.mongodb_database, campaign)
         restored = await _documents(client, other_database, campaign)
-        for name in (*ENTITIES, "snapshot"):
+        for name in (*ENTITY_COLLECTIONS, "snapshot"):
             assert restored[name] == source[name], name  # types and times included
         # the snapshot is published again with the exported revision and content
         republished = await eventually(lambda: _published_after(ledger, campaign, published_before))
@@ -351,7 +338,7 @@ async def test_export_import_restores_the_same_documents(
         assert again.lines()[-1] == {
             "campaign_id": campaign,
             "inserted": {},
-            "unchanged": sum(len(source[name]) for name in ENTITIES),
+            "unchanged": sum(len(source[name]) for name in ENTITY_COLLECTIONS),
             "marks": 0,
             "revision": None,
             "published": 0,

@@ -11,9 +11,18 @@ from typing import Any
 
 from pymongo import ASCENDING, IndexModel
 
-from service.adapters.mongo_schema import INDEXES, PUBLISHERS
+from service.adapters.mongo_schema import (
+    AUDIT_REPORTS,
+    HELD_EVENTS,
+    INDEXES,
+    ITERATION_LOGS,
+    OUTBOX,
+    PUBLISHERS,
+    VERSIONS,
+)
 from service.adapters.mongo_store import MongoStore
-from tests.integration.harness import Ledger, cloud_event, eventually, new_id
+from tests.events import cloud_event
+from tests.integration.harness import Ledger, eventually, new_id
 
 
 async def unshardable_indexes(store: MongoStore) -> list[str]:
@@ -45,7 +54,7 @@ async def test_every_unique_index_begins_with_the_shard_key(mongodb_uri: str) ->
             name: [
                 list(i["key"]) async for i in await store.db[name].list_indexes() if i.get("unique")
             ]
-            for name in ("versions", "audit_reports", "iteration_logs")
+            for name in (VERSIONS, AUDIT_REPORTS, ITERATION_LOGS)
         }
         # The guarantees they back are still enforced (ids are global, so the same tuples).
         assert unique == {
@@ -109,7 +118,7 @@ async def test_every_stored_document_carries_the_shard_key(ledger: Ledger) -> No
         lacking = await ledger.count(name, {"campaign_id": {"$not": {"$type": "string"}}})
         if lacking:
             missing[name] = lacking
-        if name not in {"outbox", "held_events"}:
+        if name not in {OUTBOX, HELD_EVENTS}:
             assert count > 0, f"the flow left {name} empty: the check would prove nothing"
     assert missing == {}
     snapshot = await ledger.db.snapshots.find_one({"_id": campaign})

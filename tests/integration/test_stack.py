@@ -11,7 +11,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from pymongo import AsyncMongoClient
 
-from dev.stack import KafkaServer, MongoServer
+from dev.servers.kafka import KafkaServer
+from dev.servers.mongo import MongoServer
 
 
 def _unique(prefix: str) -> str:

@@ -16,35 +16,12 @@ import httpx
 import pytest
 
 from service.settings import Settings
-from tests.integration.harness import Ledger, cloud_event, isolated_settings, new_id, running_ledger
+from tests.events import audited, generated, lifecycle
+from tests.integration.harness import Ledger, isolated_settings, new_id, running_ledger
 from tests.integration.served import http_server, sse
 
 TOKEN = "stream-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def generated(campaign: str, artifact: str, version: str) -> dict[str, Any]:
-    return cloud_event(
-        "campaign.artifact.generated",
-        {
-            "campaign_id": campaign,
-            "artifact_id": artifact,
-            "artifact_type": "copy",
-            "version_id": version,
-            "content": {"text": f"content of {version}"},
-        },
-    )
-
-
-def audited(campaign: str, version: str, outcome: str) -> dict[str, Any]:
-    return cloud_event(
-        "campaign.audit.completed",
-        {"campaign_id": campaign, "version_id": version, "outcome": outcome},
-    )
-
-
-def lifecycle(event_type: str, campaign: str) -> dict[str, Any]:
-    return cloud_event(event_type, {"campaign_id": campaign})
 
 
 @contextlib.asynccontextmanager

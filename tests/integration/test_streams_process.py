@@ -17,7 +17,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from tests.chaos.processes import Deployment, ServiceProcess
-from tests.integration.harness import cloud_event, eventually, new_id
+from tests.events import cloud_event
+from tests.integration.harness import eventually, new_id
 from tests.integration.served import sse
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from tests.integration.harness import Ledger, cloud_event, new_id
+from tests.events import cloud_event
+from tests.integration.harness import Ledger, new_id
 
 
 async def test_targeted_audits_answer_as_the_old_route_and_404_outside_the_campaign(

@@ -21,7 +21,9 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
-from dev.stack import KafkaListener, KafkaServer, MongoServer, free_ports
+from dev.servers.common import free_ports
+from dev.servers.kafka import KafkaListener, KafkaServer
+from dev.servers.mongo import MongoServer
 from tests.security.helpers import SASL_USERS, AuthMongo, Pki, SecureKafka, make_pki, secret
 from tests.servers import start_local
 

@@ -18,10 +18,12 @@ import pytest
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from dev.stack import KafkaServer, MongoServer
+from dev.servers.kafka import KafkaServer
+from dev.servers.mongo import MongoServer
 from service.bootstrap import build
 from service.settings import Settings
-from tests.integration.harness import cloud_event, running_ledger
+from tests import events
+from tests.integration.harness import running_ledger
 
 # SASL user of each mechanism the SASL listener enables (SCRAM ones are created at format
 # time; PLAIN's is declared in the listener's JAAS config).
@@ -35,15 +37,8 @@ def secret(prefix: str) -> str:
 
 def generated(campaign: str, artifact: str, n: int, **extra: Any) -> dict[str, Any]:
     """A valid `campaign.artifact.generated` event (version n of the artifact)."""
-    return cloud_event(
-        "campaign.artifact.generated",
-        {
-            "campaign_id": campaign,
-            "artifact_id": artifact,
-            "artifact_type": "copy",
-            "content": {"headline": f"Spring is here, take {n}"},
-            **extra,
-        },
+    return events.generated(
+        campaign, artifact, content={"headline": f"Spring is here, take {n}"}, **extra
     )
 
 

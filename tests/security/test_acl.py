@@ -27,7 +27,8 @@ from typing import Any
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from dev.stack import KafkaAuth, KafkaServer, free_port, free_ports, grant_acls
+from dev.servers.common import free_port, free_ports
+from dev.servers.kafka import KafkaAuth, KafkaServer, grant_acls
 from service.bootstrap import build
 from service.settings import Settings
 from tests.chaos.cluster import ConfiguredDeployment, topic_layout

@@ -32,14 +32,8 @@ from schemathesis.core.failures import FailureGroup
 from schemathesis.core.result import Ok
 from schemathesis.generation import GenerationMode
 
-from tests.integration.harness import (
-    Ledger,
-    cloud_event,
-    eventually,
-    isolated_settings,
-    new_id,
-    running_ledger,
-)
+from tests.events import cloud_event
+from tests.integration.harness import Ledger, eventually, isolated_settings, new_id, running_ledger
 from tests.security.helpers import SecureKafka, generated
 
 MAX_EXAMPLES = 30  # per operation, spread over free, negative and pinned inputs

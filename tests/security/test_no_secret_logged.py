@@ -23,7 +23,7 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from dev.stack import REPO_ROOT, free_port
+from dev.servers.common import REPO_ROOT, free_port
 from tests.integration.harness import TOPIC_KINDS, eventually, new_id
 from tests.security.helpers import SASL_USERS, AuthMongo, SecureKafka, generated, secret
 

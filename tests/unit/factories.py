@@ -16,6 +16,7 @@ import orjson
 from service.domain.events import EventType
 from service.domain.ingest import RawRecord, Rejection, decode
 from service.domain.ledger import Inbound, derive_id
+from tests import events
 
 MAX_EVENT_BYTES = 1024 * 1024
 BASE_TIME = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -44,10 +45,6 @@ def at(seconds: float) -> datetime:
     return BASE_TIME + timedelta(milliseconds=round(seconds * 1000))
 
 
-def iso_z(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def cloud_event(
     event_type: str,
     data: dict[str, Any],
@@ -57,18 +54,16 @@ def cloud_event(
     time: datetime | str | None = None,
     **attributes: Any,
 ) -> dict[str, Any]:
-    """A CloudEvents 1.0 structured-mode document (a dict, not yet bytes)."""
-    if time is None:
-        time = BASE_TIME
-    return {
-        "specversion": "1.0",
-        "id": id if id is not None else f"e-{next(_ids)}",
-        "source": source,
-        "type": str(event_type),
-        "time": iso_z(time) if isinstance(time, datetime) else time,
-        "data": data,
+    """`tests.events.cloud_event` with the unit tests' defaults: numbered ids and BASE_TIME, so
+    a failing test reads the same at every run."""
+    return events.cloud_event(
+        event_type,
+        data,
+        id=id if id is not None else f"e-{next(_ids)}",
+        source=source,
+        time=BASE_TIME if time is None else time,
         **attributes,
-    }
+    )
 
 
 def record(

@@ -4,7 +4,9 @@ It mirrors `service.adapters.mongo_store.Transaction` (load / load_missing / wri
 keys go into the `View`, a key looked up and not found maps to None, inserts refuse a second
 document with the same `_id` (or the same value of a unique index) as MongoDB would, patches
 are merged field by field ($set), "version" patches never create a document (no upsert) and
-the campaign snapshot is written with the same compare-and-set on the revision read.
+the campaign snapshot is written with the same compare-and-set on the revision read; a
+refused write stores nothing. tests/contract/test_transaction_contract.py runs the same
+checks against this store and MongoDB, so the two cannot drift apart.
 
 Campaign states are kept as deep copies and read back through `snapshot()` + `private()` +
 `CampaignState.restore`, which is what a round trip through MongoDB amounts to.
@@ -13,13 +15,13 @@ Campaign states are kept as deep copies and read back through `snapshot()` + `pr
 from __future__ import annotations
 
 import copy
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from service.adapters.mongo_documents import COLLECTION_OF
+from service.adapters import mongo_schema as cols
+from service.adapters.mongo_documents import COLLECTION_OF, mark_id, version_state
 from service.domain.ledger import (
     Changes,
     HeldEvent,
@@ -28,7 +30,6 @@ from service.domain.ledger import (
     SemanticRejection,
     View,
     apply_batch,
-    made_by,
     prefetch_keys,
 )
 from service.domain.state import CampaignState, VersionState
@@ -37,16 +38,16 @@ from tests.unit.factories import BASE_TIME
 Record = dict[str, Any]
 
 _ENTITY_COLLECTION = {
-    "campaign": "campaigns",
-    "artifact": "artifacts",
-    "run": "orchestration_runs",
-    "version": "versions",
+    "campaign": cols.CAMPAIGNS,
+    "artifact": cols.ARTIFACTS,
+    "run": cols.RUNS,
+    "version": cols.VERSIONS,
 }
 # The unique indexes of service/adapters/mongo_schema.py, which a wrong insert would violate.
 _UNIQUE = {
-    "versions": ("artifact_id", "version_number"),
-    "audit_reports": ("version_id", "attempt"),
-    "iteration_logs": ("version_id", "feedback_number"),
+    cols.VERSIONS: ("artifact_id", "version_number"),
+    cols.AUDIT_REPORTS: ("version_id", "attempt"),
+    cols.ITERATION_LOGS: ("version_id", "feedback_number"),
 }
 _VERSION_MARKS = ("audit_state", "audit_attempts", "feedback_count", "archived", "approved")
 MAX_MISSING_ROUNDS = 1000
@@ -58,29 +59,6 @@ class DuplicateKey(AssertionError):
 
 class ConcurrentUpdate(AssertionError):
     """The compare-and-set on a campaign's revision missed."""
-
-
-def mark_id(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
-
-
-def version_state(record: Record) -> VersionState:
-    return VersionState(
-        version_id=record["_id"],
-        campaign_id=record["campaign_id"],
-        artifact_id=record["artifact_id"],
-        version_number=record["version_number"],
-        created_at=record["created_at"],
-        content_sha256=record["content_sha256"],
-        audit_state=record["audit_state"],
-        audit_attempts=record["audit_attempts"],
-        # mongo_store reads it with a default of 0 for versions stored before the field
-        # existed; every record here is written by the current rules, so it must be present.
-        feedback_count=record["feedback_count"],
-        archived=record["archived"],
-        approved=record["approved"],
-        made_by=made_by(record),
-    )
 
 
 @dataclass
@@ -168,12 +146,24 @@ class MemoryStore:
     # ---- writes (Transaction.write) ------------------------------------------------------
 
     def commit(self, changes: Changes, view: View | None = None) -> None:
-        """Apply `changes` as one transaction; with `view`, check revisions like MongoDB."""
+        """Apply `changes` as one transaction; with `view`, check revisions like MongoDB.
+
+        All or nothing, as a transaction is: a refused write leaves the store as it was.
+        """
+        # Every step that can refuse only adds or removes entries, so copies of the mappings
+        # undo them; patches change stored documents in place, so they come last, when no
+        # refusal can follow.
+        before = {k: copy.copy(v) for k, v in vars(self).items() if isinstance(v, dict)}
+        try:
+            self._apply(changes, view)
+        except (DuplicateKey, ConcurrentUpdate):
+            vars(self).update(before)
+            raise
+
+    def _apply(self, changes: Changes, view: View | None) -> None:
         for kind, records in changes.inserts.items():
             for doc in records:
                 self._insert(COLLECTION_OF[kind], copy.deepcopy(doc))
-        for (entity, entity_id), fields in changes.patches.items():
-            self._patch(entity, entity_id, copy.deepcopy(fields))
         for key, campaign_id in changes.processed:
             mark = mark_id(key)
             if mark in self.processed:
@@ -195,15 +185,17 @@ class MemoryStore:
                 if read is not None and (stored is None or stored.revision != read.revision):
                     raise ConcurrentUpdate(f"campaign {campaign_id} changed under the batch")
             self.campaign_states[campaign_id] = copy.deepcopy(campaign)
+        for (entity, entity_id), fields in changes.patches.items():
+            self._patch(entity, entity_id, copy.deepcopy(fields))
 
     def _collection(self, name: str) -> dict[str, Record]:
         return {
-            "versions": self.version_records,
-            "audit_reports": self.audit_reports,
-            "iteration_logs": self.iteration_logs,
-            "campaigns": self.campaigns,
-            "artifacts": self.artifacts,
-            "orchestration_runs": self.runs,
+            cols.VERSIONS: self.version_records,
+            cols.AUDIT_REPORTS: self.audit_reports,
+            cols.ITERATION_LOGS: self.iteration_logs,
+            cols.CAMPAIGNS: self.campaigns,
+            cols.ARTIFACTS: self.artifacts,
+            cols.RUNS: self.runs,
         }[name]
 
     def _insert(self, collection: str, doc: Record) -> None:
@@ -219,7 +211,7 @@ class MemoryStore:
                         f"{collection} already holds {dict(zip(unique, value, strict=True))}"
                     )
         docs[doc["_id"]] = doc
-        if collection == "versions":
+        if collection == cols.VERSIONS:
             self.versions[doc["_id"]] = version_state(doc)
 
     def _patch(self, entity: str, entity_id: str, fields: Record) -> None:

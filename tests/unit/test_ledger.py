@@ -9,6 +9,7 @@ import pytest
 
 from service.domain.ledger import Inbound, derive_id
 from service.domain.state import CampaignState
+from tests.events import iso_z
 from tests.unit import factories as f
 from tests.unit.memory_store import Delivery, MemoryStore, deliver, one_by_one
 
@@ -107,7 +108,7 @@ def test_a_version_record_keeps_what_was_sent(store: MemoryStore) -> None:
         feedback_id="fb-1",
         agent={"name": "copywriter"},
         metadata={"model": "m"},
-        generated_at=f.iso_z(f.at(-60)),
+        generated_at=iso_z(f.at(-60)),
         mood="sunny",
         source="agents/copy",
         id="e-1",
@@ -442,7 +443,7 @@ def test_iterations_are_listed_by_submission_time_then_id(store: MemoryStore) ->
     send(store, f.generated(C1, "a-1", "v-1"), f.generated(C1, "a-2", "v-2"))
     send(
         store,
-        f.feedback(C1, "a-1", "v-1", "late", id="fb-1", submitted_at=f.iso_z(f.at(50))),
+        f.feedback(C1, "a-1", "v-1", "late", id="fb-1", submitted_at=iso_z(f.at(50))),
         f.feedback(C1, "a-2", "v-2", "early", id="fb-2", time=f.at(10)),
         f.feedback(C1, "a-1", "v-1", "tie", id="fb-3", time=f.at(50)),
     )
@@ -521,7 +522,7 @@ def test_an_older_approved_version_shows_once_it_is_active_again(store: MemorySt
     assert active == {
         "version_id": "v-1",
         "version_number": 1,
-        "created_at": f.iso_z(f.BASE_TIME),
+        "created_at": iso_z(f.BASE_TIME),
         "audit_state": "passed",
         "approved": True,
     }
@@ -695,8 +696,8 @@ def test_a_run_starts_and_completes(store: MemoryStore) -> None:
         "run_id": "r-1",
         "status": "failed",
         "execution_mode": "parallel",
-        "started_at": f.iso_z(f.at(10)),
-        "completed_at": f.iso_z(f.at(30)),
+        "started_at": iso_z(f.at(10)),
+        "completed_at": iso_z(f.at(30)),
         "version_count": 0,
     }
     assert store.runs["r-1"]["error"] == "agent crashed"
@@ -726,7 +727,7 @@ def test_an_artifact_event_with_a_run_id_brings_the_run_into_being(store: Memory
     assert store.runs["r-1"]["version_count"] == 2
     delivery = send(store, f.run_started(C1, "r-1", time=f.at(5)))
     assert delivery.revisions(C1) == [3]
-    assert store.snapshot(C1)["runs"][0]["started_at"] == f.iso_z(f.at(5))  # type: ignore[index]
+    assert store.snapshot(C1)["runs"][0]["started_at"] == iso_z(f.at(5))  # type: ignore[index]
 
 
 # ---- revisions, snapshots and times --------------------------------------------------------------
@@ -788,8 +789,8 @@ def test_snapshot_shape(store: MemoryStore) -> None:
         "name": "Spring launch",
         "status": "auditing",
         "deleted": False,
-        "created_at": f.iso_z(f.at(0)),
-        "updated_at": f.iso_z(f.at(4)),
+        "created_at": iso_z(f.at(0)),
+        "updated_at": iso_z(f.at(4)),
         "artifacts": [
             {
                 "artifact_id": "a-1",
@@ -798,7 +799,7 @@ def test_snapshot_shape(store: MemoryStore) -> None:
                 "active_version": {
                     "version_id": "v-1",
                     "version_number": 1,
-                    "created_at": f.iso_z(f.at(3)),
+                    "created_at": iso_z(f.at(3)),
                     "audit_state": "passed",
                     "approved": False,
                 },
@@ -809,7 +810,7 @@ def test_snapshot_shape(store: MemoryStore) -> None:
                 "run_id": "r-1",
                 "status": "running",
                 "execution_mode": None,
-                "started_at": f.iso_z(f.at(2)),
+                "started_at": iso_z(f.at(2)),
                 "completed_at": None,
                 "version_count": 1,
             }
@@ -835,19 +836,19 @@ def test_created_and_updated_at_are_the_min_and_max_of_event_times(store: Memory
     )
     snap = store.snapshot(C1)
     assert snap is not None
-    assert (snap["created_at"], snap["updated_at"]) == (f.iso_z(f.at(10)), f.iso_z(f.at(90)))
+    assert (snap["created_at"], snap["updated_at"]) == (iso_z(f.at(10)), iso_z(f.at(90)))
     assert store.campaigns[C1]["created_at"] == f.at(10)
     assert store.campaigns[C1]["updated_at"] == f.at(90)
     # an event that changes nothing does not move them
     send(store, f.status_changed(C1, "generating", time=f.at(500)))
-    assert store.snapshot(C1)["updated_at"] == f.iso_z(f.at(90))  # type: ignore[index]
+    assert store.snapshot(C1)["updated_at"] == iso_z(f.at(90))  # type: ignore[index]
 
 
 def test_the_batch_time_never_leaks_into_campaign_times(store: MemoryStore) -> None:
     send(store, f.status_changed(C1, "generating", time=f.at(7)))
     snap = store.snapshot(C1)
     assert snap is not None
-    assert snap["created_at"] == snap["updated_at"] == f.iso_z(f.at(7))
+    assert snap["created_at"] == snap["updated_at"] == iso_z(f.at(7))
 
 
 def test_a_stored_campaign_state_survives_the_round_trip(store: MemoryStore) -> None:
@@ -855,7 +856,7 @@ def test_a_stored_campaign_state_survives_the_round_trip(store: MemoryStore) -> 
         store,
         f.created(C1, "Spring", brief={"k": [1, 2]}),
         f.run_started(C1, "r-1", execution_mode="sequential"),
-        f.generated(C1, "a-1", "v-1", run_id="r-1", generated_at=f.iso_z(f.at(-5))),
+        f.generated(C1, "a-1", "v-1", run_id="r-1", generated_at=iso_z(f.at(-5))),
         f.audited(C1, "v-1", "conditional"),
         f.run_completed(C1, "r-1", "failed", error="boom"),
         f.delete_requested(C1, time=f.at(99)),
@@ -880,7 +881,7 @@ def test_held_events_across_batches_and_campaigns_release_in_seq_order(store: Me
     ]
     assert states == [(0, 0, 0), (1, 0, 0), (1, 1, 0), (1, 1, 1)]
     assert artifact(store.snapshot(C1), "a-1")["active_version"] is None
-    assert store.snapshot(C1)["updated_at"] == f.iso_z(f.at(3))  # type: ignore[index]
+    assert store.snapshot(C1)["updated_at"] == iso_z(f.at(3))  # type: ignore[index]
 
 
 def test_redelivering_a_whole_history_changes_nothing(store: MemoryStore) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
+from service.adapters.mongo_schema import ENTITY_COLLECTIONS
 from service.app.export import dumps
 from service.app.replay import (
     REPLAYED_FROM,
@@ -33,15 +34,6 @@ from service.app.restore import (
 )
 from tests.unit import factories as f
 from tests.unit.memory_store import MemoryStore, deliver, one_by_one
-
-ENTITIES = (
-    "campaigns",
-    "artifacts",
-    "versions",
-    "audit_reports",
-    "iteration_logs",
-    "orchestration_runs",
-)
 
 
 def letter(**data: Any) -> DeadLetter:
@@ -164,7 +156,7 @@ def test_state_rebuilt_from_the_documents_is_the_state_the_rules_stored() -> Non
 
 def nothing_stored(export: Export, **overrides: Any) -> Stored:
     values: dict[str, Any] = {
-        "documents": {name: {} for name in ENTITIES},
+        "documents": {name: {} for name in ENTITY_COLLECTIONS},
         "marked": frozenset(),
         "snapshot_revision": None,
         "tombstone": False,
@@ -178,7 +170,8 @@ def nothing_stored(export: Export, **overrides: Any) -> Stored:
 def all_stored(export: Export) -> Stored:
     """This database holds exactly the export (as MongoDB gives it back: times as dates)."""
     documents = {
-        name: {doc["_id"]: _dated(doc) for doc in export.documents[name]} for name in ENTITIES
+        name: {doc["_id"]: _dated(doc) for doc in export.documents[name]}
+        for name in ENTITY_COLLECTIONS
     }
     return nothing_stored(
         export,

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from service.domain.ledger import Inbound
 from service.domain.state import CampaignState
+from tests.events import iso_z
 from tests.unit import factories as f
 from tests.unit.memory_store import Delivery, MemoryStore, deliver, one_by_one
 
@@ -81,7 +82,7 @@ def scenario(rnd: random.Random) -> list[Inbound]:
             else:
                 version_id = f.derived_version_id(envelope["source"], envelope["id"])
             if rnd.random() < 0.3:
-                extra["generated_at"] = f.iso_z(f.at(rnd.randint(0, 3600)))
+                extra["generated_at"] = iso_z(f.at(rnd.randint(0, 3600)))
             events.append(
                 f.generated(
                     cid,
@@ -239,7 +240,7 @@ def check_store(store: MemoryStore) -> None:
                 else {
                     "version_id": top["_id"],
                     "version_number": top["version_number"],
-                    "created_at": f.iso_z(top["created_at"]),
+                    "created_at": iso_z(top["created_at"]),
                     "audit_state": top["audit_state"],
                     "approved": top["approved"],
                 }

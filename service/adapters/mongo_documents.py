@@ -6,7 +6,7 @@ import hashlib
 from typing import Any
 
 from service.adapters import mongo_schema as cols
-from service.adapters.mongo_errors import StoreRejected
+from service.app.store import StoreRejected
 from service.domain.events import Event
 from service.domain.ingest import RawRecord, decode, record_document, record_from_document
 from service.domain.ledger import HeldEvent, Inbound, Kind, made_by

@@ -9,21 +9,11 @@ from pymongo.errors import (
     ServerSelectionTimeoutError,
 )
 
+from service.app.store import ConcurrentUpdate, StoreRejected, StoreUnavailable
+
 DUPLICATE_KEY = 11000
 # Shutdown in progress, primary stepped down, not primary: the next primary takes the retry.
 _STEPDOWN_CODES = {91, 189, 11600, 11602, 10107, 13435, 13436}
-
-
-class StoreUnavailable(Exception):
-    """MongoDB cannot be reached now; the batch is retried later, nothing is lost."""
-
-
-class StoreRejected(Exception):
-    """MongoDB refused the batch for what it contains; retrying would fail the same way."""
-
-
-class ConcurrentUpdate(Exception):
-    """Another writer changed a campaign this batch read; run the batch again."""
 
 
 def classify(error: BaseException) -> Exception:

@@ -33,12 +33,7 @@ from service.adapters.mongo_documents import (
     mark_id,
     version_state,
 )
-from service.adapters.mongo_errors import (
-    ConcurrentUpdate,
-    StoreRejected,
-    StoreUnavailable,
-    classify,
-)
+from service.adapters.mongo_errors import classify
 from service.adapters.mongo_outbox import (
     MongoOutbox,
     StoredOutbox,
@@ -53,6 +48,7 @@ from service.adapters.mongo_writes import (
     Writes,
 )
 from service.app.outbox import UNKNOWN, OutboxEntry, Stamp
+from service.app.store import ConcurrentUpdate, StoreRejected, StoreUnavailable
 from service.domain.ledger import Changes, Entity, Missing, View
 from service.domain.state import CampaignState
 

@@ -20,7 +20,8 @@ from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, ClientBulkWriteException
 
-from service.adapters.mongo_errors import DUPLICATE_KEY, ConcurrentUpdate, StoreRejected
+from service.adapters.mongo_errors import DUPLICATE_KEY
+from service.app.store import ConcurrentUpdate, StoreRejected
 
 Document = dict[str, Any]
 # The first wire version of MongoDB 8.0, which has the client-level bulkWrite command.

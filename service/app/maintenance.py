@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from service.adapters.mongo_documents import held_record
-from service.adapters.mongo_errors import StoreUnavailable
 from service.adapters.mongo_maintenance import MongoMaintenance
 from service.app import telemetry
 from service.app.outbox import Publisher, dead_letter
+from service.app.store import StoreUnavailable
 from service.domain.ingest import Rejection
 
 log = structlog.get_logger(__name__)

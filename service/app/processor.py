@@ -22,8 +22,6 @@ from datetime import UTC, datetime
 
 import structlog
 
-from service.adapters.mongo_errors import ConcurrentUpdate, StoreRejected
-from service.adapters.mongo_store import MongoStore, Transaction
 from service.app import telemetry
 from service.app.outbox import (
     OutboxEntry,
@@ -35,6 +33,7 @@ from service.app.outbox import (
     snapshot_entry,
 )
 from service.app.owned import OwnedCampaigns
+from service.app.store import ConcurrentUpdate, Store, StoreRejected, Transaction
 from service.domain.ingest import RawRecord, Rejection, decode
 from service.domain.ledger import (
     Changes,
@@ -86,7 +85,7 @@ class BatchProcessor:
 
     def __init__(
         self,
-        store: MongoStore,
+        store: Store,
         publisher: Publisher,
         *,
         max_event_bytes: int,

@@ -12,7 +12,6 @@ from pymongo.errors import PyMongoError
 
 from service.adapters.kafka.broker import build_broker
 from service.adapters.kafka.publisher import KafkaPublisher
-from service.adapters.mongo_errors import ConcurrentUpdate, StoreRejected, StoreUnavailable
 from service.adapters.mongo_restore import MongoRestore
 from service.adapters.mongo_store import MongoStore
 from service.app.restore import (
@@ -22,6 +21,7 @@ from service.app.restore import (
     load_export,
     restore,
 )
+from service.app.store import ConcurrentUpdate, StoreRejected, StoreUnavailable
 from service.commands.common import OK, REFUSED, CommandError, emit, progress, unavailable
 from service.settings import Settings
 

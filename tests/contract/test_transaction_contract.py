@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 import pytest
 
-from service.adapters.mongo_errors import ConcurrentUpdate, StoreRejected
 from service.adapters.mongo_store import MongoStore, Transaction
+from service.app.store import ConcurrentUpdate, StoreRejected
 from service.domain.ledger import Changes, Inbound, Missing, View, apply_batch, prefetch_keys
 from tests.unit import factories as f
 from tests.unit import memory_store

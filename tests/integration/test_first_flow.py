@@ -7,7 +7,7 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient
 
-from service.adapters.mongo_errors import StoreUnavailable
+from service.app.store import StoreUnavailable
 from tests import events
 from tests.events import cloud_event
 from tests.integration.harness import Ledger, eventually, isolated_settings, new_id, running_ledger

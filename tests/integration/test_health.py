@@ -22,7 +22,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.adapters.mongo_errors import StoreUnavailable
+from service.app.store import StoreUnavailable
 from service.bootstrap import Service, build
 from tests.integration.harness import Ledger, eventually, isolated_settings, running_ledger
 

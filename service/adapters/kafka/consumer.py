@@ -20,10 +20,10 @@ from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
 from pydantic import WithJsonSchema
 
-from service.adapters.mongo_errors import ConcurrentUpdate, StoreUnavailable
 from service.app import telemetry
 from service.app.health import Watchdog
 from service.app.processor import BatchProcessor
+from service.app.store import ConcurrentUpdate, StoreUnavailable
 from service.domain.ingest import RawRecord
 from service.settings import Settings
 

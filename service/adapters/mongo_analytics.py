@@ -28,173 +28,8 @@ Document = dict[str, Any]
 VERDICTS = ["passed", "conditional", "failed"]
 
 
-def _field(name: str) -> Document:
-    """`$vs.<name>` spelled out: the values of one field of each version, in order (a path
-    through an array of documents is not traversed by every MongoDB-compatible server)."""
-    return {"$map": {"input": "$vs", "as": "x", "in": f"$$x.{name}"}}
-
-
-def _versions_of_artifact() -> Document:
-    """Per artifact: its versions by number, each with the scores of its latest scored audit."""
-    return {
-        "$let": {
-            "vars": {
-                "vs": {
-                    "$sortArray": {
-                        "input": {"$filter": {"input": "$items", "cond": {"$eq": ["$$this.k", 0]}}},
-                        "sortBy": {"n": 1},
-                    }
-                },
-                "audits": {
-                    "$sortArray": {
-                        "input": {"$filter": {"input": "$items", "cond": {"$eq": ["$$this.k", 1]}}},
-                        "sortBy": {"at": -1},
-                    }
-                },
-            },
-            "in": {
-                "$map": {
-                    "input": "$$vs",
-                    "as": "v",
-                    "in": {
-                        "n": "$$v.n",
-                        "v": "$$v.v",
-                        "p": "$$v.p",
-                        "c": "$$v.c",
-                        "s": "$$v.s",
-                        "ap": "$$v.ap",
-                        "t": "$$v.t",
-                        # audits are newest attempt first: the first one of this version
-                        "sc": {
-                            "$first": {
-                                "$filter": {
-                                    "input": "$$audits",
-                                    "as": "a",
-                                    "cond": {"$eq": ["$$a.v", "$$v.v"]},
-                                    "limit": 1,
-                                }
-                            }
-                        },
-                    },
-                }
-            },
-        }
-    }
-
-
-def _rounds() -> Document:
-    """Each feedback round of the artifact (a version and the one it was made from: its
-    parent when that is a version of this artifact, else the version numbered one less) as
-    `{r, k, d}`: round number, category, score change. Only categories scored on both sides."""
-    return {
-        "$reduce": {
-            "input": {"$range": [1, {"$size": "$vs"}]},
-            "initialValue": [],
-            "in": {
-                "$let": {
-                    "vars": {
-                        "cur": {"$arrayElemAt": ["$vs", "$$this"]},
-                        "parent_at": {
-                            "$indexOfArray": [
-                                _field("v"),
-                                {"$arrayElemAt": [_field("p"), "$$this"]},
-                            ]
-                        },
-                    },
-                    "in": {
-                        "$let": {
-                            "vars": {
-                                "prev": {
-                                    "$arrayElemAt": [
-                                        "$vs",
-                                        {
-                                            "$cond": [
-                                                {"$gte": ["$$parent_at", 0]},
-                                                "$$parent_at",
-                                                {"$subtract": ["$$this", 1]},
-                                            ]
-                                        },
-                                    ]
-                                },
-                            },
-                            "in": {
-                                "$concatArrays": [
-                                    "$$value",
-                                    {
-                                        "$let": {
-                                            "vars": {
-                                                "now": {
-                                                    "$objectToArray": {
-                                                        "$ifNull": ["$$cur.sc.sc", {}]
-                                                    }
-                                                },
-                                                "before": {
-                                                    "$objectToArray": {
-                                                        "$ifNull": ["$$prev.sc.sc", {}]
-                                                    }
-                                                },
-                                            },
-                                            "in": _category_changes(),
-                                        }
-                                    },
-                                ]
-                            },
-                        }
-                    },
-                }
-            },
-        }
-    }
-
-
-def _category_changes() -> Document:
-    # For each category scored now, the same category's score before (when there was one).
-    return {
-        "$reduce": {
-            "input": "$$now",
-            "initialValue": [],
-            "in": {
-                "$let": {
-                    "vars": {
-                        "k": "$$this.k",
-                        "score": "$$this.v.score",
-                        "old": {
-                            "$first": {
-                                "$filter": {
-                                    "input": "$$before",
-                                    "as": "b",
-                                    "cond": {"$eq": ["$$b.k", "$$this.k"]},
-                                }
-                            }
-                        },
-                    },
-                    "in": {
-                        "$cond": [
-                            {
-                                "$and": [
-                                    {"$isNumber": "$$score"},
-                                    {"$isNumber": "$$old.v.score"},
-                                ]
-                            },
-                            {
-                                "$concatArrays": [
-                                    "$$value",
-                                    [
-                                        {
-                                            "r": {"$subtract": ["$$cur.n", 1]},
-                                            "k": "$$k",
-                                            "d": {"$subtract": ["$$score", "$$old.v.score"]},
-                                        }
-                                    ],
-                                ]
-                            },
-                            "$$value",
-                        ]
-                    },
-                }
-            },
-        }
-    }
+def _when(condition: Any, value: Any) -> Document:
+    return {"$cond": [condition, value, None]}
 
 
 def _totals(key: Any) -> Document:
@@ -203,20 +38,46 @@ def _totals(key: Any) -> Document:
             "_id": key,
             "artifacts": {"$sum": 1},
             "versions": {"$sum": "$versions"},
-            "passed": {"$sum": {"$cond": [{"$ne": ["$to_pass", None]}, 1, 0]}},
-            "to_pass_sum": {"$sum": {"$ifNull": ["$to_pass", 0]}},
-            "first_judged": {"$sum": {"$cond": ["$first_judged", 1, 0]}},
-            "first_passed": {"$sum": {"$cond": ["$first_passed", 1, 0]}},
-            "approved": {"$sum": {"$cond": [{"$ne": ["$approval_ms", None]}, 1, 0]}},
-            "approval_ms_sum": {"$sum": {"$ifNull": ["$approval_ms", 0]}},
+            "passed": {"$sum": {"$cond": [{"$gt": ["$to_pass", 0]}, 1, 0]}},
+            "to_pass_sum": {"$sum": "$to_pass"},
+            "first_judged": {"$sum": {"$cond": [{"$in": ["$first_s", VERDICTS]}, 1, 0]}},
+            "first_passed": {"$sum": {"$cond": [{"$eq": ["$first_s", "passed"]}, 1, 0]}},
+            "approved": {"$sum": {"$cond": [{"$gt": ["$approval_ms", None]}, 1, 0]}},
+            "approval_ms_sum": {"$sum": "$approval_ms"},
         }
     }
+
+
+# One row per artifact: its first version's document carries the artifact's figures.
+_ARTIFACT_ROWS: list[Document] = [
+    {"$match": {"head": 1}},
+    {
+        "$project": {
+            "t": 1,
+            "versions": 1,
+            "first_s": 1,
+            "to_pass": 1,
+            "week": {"$dateTrunc": {"date": "$first_c", "unit": "week", "startOfWeek": "monday"}},
+            "approval_ms": _when(
+                {"$eq": [{"$type": "$approved_at"}, "date"]},
+                {"$subtract": ["$approved_at", "$first_c"]},
+            ),
+        }
+    },
+]
 
 
 def pipeline(
     since: datetime | None, until: datetime | None, artifact_type: str | None
 ) -> list[Document]:
-    """Artifacts whose first version was made in [since, until), by type and by week."""
+    """Artifacts whose first version was made in [since, until): per type, per week, per
+    versions-until-passed, and score changes per feedback round and category.
+
+    Built from stages, not array expressions (which a MongoDB-compatible server may evaluate
+    slowly): a version and its latest scored audit meet in a `$group` on the version id, an
+    artifact's figures reach each of its versions through a `$setWindowFields` per artifact,
+    and a version meets the one before it in a `$setWindowFields` per artifact and category.
+    """
     versions_match: Document = {}
     if artifact_type is not None:
         versions_match["artifact_type"] = artifact_type
@@ -230,7 +91,6 @@ def pipeline(
         {
             "$project": {
                 "_id": 0,
-                "k": {"$literal": 0},
                 "a": "$artifact_id",
                 "t": "$artifact_type",
                 "n": "$version_number",
@@ -249,8 +109,6 @@ def pipeline(
                     {
                         "$project": {
                             "_id": 0,
-                            "k": {"$literal": 1},
-                            "a": "$artifact_id",
                             "v": "$version_id",
                             "at": "$attempt",
                             "sc": "$category_scores",
@@ -259,65 +117,93 @@ def pipeline(
                 ],
             }
         },
-        {"$group": {"_id": "$a", "items": {"$push": "$$ROOT"}}},
-        {"$project": {"vs": _versions_of_artifact()}},
-        # audits of artifacts filtered out by type (or of none) leave no versions
-        {"$match": {"vs.0": {"$exists": True}}},
+        # A version and its audits: the version's fields, and the scores of its highest
+        # scored attempt (the version's own document has no attempt: it sorts first).
         {
-            "$project": {
-                "t": {"$first": _field("t")},
-                "first": {"$first": "$vs"},
-                "versions": {"$size": "$vs"},
-                "to_pass": {
-                    "$min": {
-                        "$map": {
-                            "input": {
-                                "$filter": {"input": "$vs", "cond": {"$eq": ["$$this.s", "passed"]}}
-                            },
-                            "in": "$$this.n",
-                        }
-                    }
-                },
-                "approved_at": {"$min": _field("ap")},
-                "rounds": _rounds(),
+            "$group": {
+                "_id": "$v",
+                "a": {"$max": "$a"},
+                "t": {"$max": "$t"},
+                "n": {"$max": "$n"},
+                "p": {"$max": "$p"},
+                "c": {"$max": "$c"},
+                "s": {"$max": "$s"},
+                "ap": {"$max": "$ap"},
+                "sc": {"$bottom": {"sortBy": {"at": 1}, "output": "$sc"}},
             }
         },
-        *([{"$match": {"first.c": window}}] if window else []),
+        # audits of versions the type filter left out
+        {"$match": {"n": {"$gt": 0}}},
+        # the artifact's figures, on each of its versions
         {
-            "$project": {
-                "t": 1,
-                "versions": 1,
-                "to_pass": 1,
-                "rounds": 1,
-                "week": {
-                    "$dateTrunc": {"date": "$first.c", "unit": "week", "startOfWeek": "monday"}
-                },
-                "first_judged": {"$in": ["$first.s", VERDICTS]},
-                "first_passed": {"$eq": ["$first.s", "passed"]},
-                "approval_ms": {
-                    "$cond": [
-                        {"$eq": [{"$type": "$approved_at"}, "date"]},
-                        {"$subtract": ["$approved_at", "$first.c"]},
-                        None,
-                    ]
+            "$setWindowFields": {
+                "partitionBy": "$a",
+                "sortBy": {"n": 1},
+                "output": {
+                    # 1 on the artifact's first version: one row per artifact
+                    "head": {"$documentNumber": {}},
+                    "first_c": {"$first": "$c"},
+                    "first_s": {"$first": "$s"},
+                    "versions": {"$sum": 1},
+                    "to_pass": {"$min": _when({"$eq": ["$s", "passed"]}, "$n")},
+                    "approved_at": {"$min": "$ap"},
                 },
             }
         },
+        *([{"$match": {"first_c": window}}] if window else []),
         {
             "$facet": {
-                "by_type": [_totals("$t")],
-                "by_week": [_totals({"t": "$t", "week": "$week"})],
+                # per type and week; a type's totals are the sum of its weeks
+                "by_week": [*_ARTIFACT_ROWS, _totals({"t": "$t", "week": "$week"})],
                 "to_pass": [
-                    {"$match": {"to_pass": {"$ne": None}}},
+                    {"$match": {"head": 1, "to_pass": {"$gt": 0}}},
                     {"$group": {"_id": {"t": "$t", "n": "$to_pass"}, "artifacts": {"$sum": 1}}},
                 ],
+                # A round: a version and the one it was made from (its parent, or the one
+                # numbered one less when it names no parent), per category scored on both.
                 "rounds": [
-                    {"$unwind": "$rounds"},
+                    {
+                        "$project": {
+                            "a": 1,
+                            "t": 1,
+                            "n": 1,
+                            "v": "$_id",
+                            "p": 1,
+                            "sc": {"$objectToArray": "$sc"},
+                        }
+                    },
+                    {"$unwind": "$sc"},
+                    {
+                        "$setWindowFields": {
+                            "partitionBy": {"a": "$a", "k": "$sc.k"},
+                            "sortBy": {"n": 1},
+                            "output": {
+                                "prev_n": {"$shift": {"output": "$n", "by": -1}},
+                                "prev_v": {"$shift": {"output": "$v", "by": -1}},
+                                "prev_score": {"$shift": {"output": "$sc.v.score", "by": -1}},
+                            },
+                        }
+                    },
+                    {
+                        "$match": {
+                            "prev_score": {"$type": "number"},
+                            "sc.v.score": {"$type": "number"},
+                            "$expr": {
+                                "$cond": [
+                                    {"$gt": ["$p", None]},
+                                    {"$eq": ["$p", "$prev_v"]},
+                                    {"$eq": ["$prev_n", {"$subtract": ["$n", 1]}]},
+                                ]
+                            },
+                        }
+                    },
                     {
                         "$group": {
-                            "_id": {"t": "$t", "r": "$rounds.r", "k": "$rounds.k"},
+                            # sums, not a sum of differences: field reads only
+                            "_id": {"t": "$t", "n": "$n", "k": "$sc.k"},
                             "rounds": {"$sum": 1},
-                            "change_sum": {"$sum": "$rounds.d"},
+                            "score_sum": {"$sum": "$sc.v.score"},
+                            "prev_sum": {"$sum": "$prev_score"},
                         }
                     },
                 ],

@@ -1,6 +1,7 @@
 """Iteration figures per artifact type, from the grouped rows the analytics aggregation
 returns (`service.adapters.mongo_analytics`). No I/O: the arithmetic that is left once the
-database has grouped a row per artifact into a few rows per type, week, round and category.
+database has grouped its rows per type and week, versions-until-passed, and round and
+category (a type's totals are the sum of its weeks).
 
 Definitions (the README's "Reviewing and analytics" and docs/reviewing.md repeat them):
 
@@ -79,22 +80,30 @@ def figures(rows: Row) -> list[dict[str, Any]]:
     per_category: dict[str, dict[str, list[float]]] = {}
     per_round: dict[str, dict[int, dict[str, list[float]]]] = {}
     for row in rows.get("rounds", []):
+        # grouped by the newer version's number: round r made version r + 1
         key = row["_id"]
+        change = row["score_sum"] - row["prev_sum"]
         sums = per_category.setdefault(key["t"], {}).setdefault(key["k"], [0.0, 0])
-        sums[0] += row["change_sum"]
+        sums[0] += change
         sums[1] += row["rounds"]
-        by_round = per_round.setdefault(key["t"], {}).setdefault(int(key["r"]), {})
-        by_round[key["k"]] = [row["change_sum"], row["rounds"]]
+        by_round = per_round.setdefault(key["t"], {}).setdefault(int(key["n"]) - 1, {})
+        by_round[key["k"]] = [change, row["rounds"]]
     weeks: dict[str, list[dict[str, Any]]] = {}
+    by_type: dict[str, Row] = {}
     for row in rows.get("by_week", []):
         key = row["_id"]
         weeks.setdefault(key["t"], []).append({"week": _week(key["week"]), **_totals(row)})
+        # the weeks add up to the type's totals (every field is a count or a sum)
+        total = by_type.setdefault(key["t"], {"_id": key["t"]})
+        for name, value in row.items():
+            if name != "_id":
+                total[name] = total.get(name, 0) + value
 
-    def change(sums: list[float]) -> dict[str, Any]:
+    def mean_change(sums: list[float]) -> dict[str, Any]:
         return {"mean": round(sums[0] / sums[1], 3), "rounds": int(sums[1])}
 
     out = []
-    for row in sorted(rows.get("by_type", []), key=lambda r: str(r["_id"])):
+    for row in sorted(by_type.values(), key=lambda r: str(r["_id"])):
         kind = row["_id"]
         histogram = histograms.get(kind, {})
         categories = per_category.get(kind, {})
@@ -107,11 +116,13 @@ def figures(rows: Row) -> list[dict[str, Any]]:
                 "versions_to_first_pass": [
                     {"versions": n, "artifacts": histogram[n]} for n in sorted(histogram)
                 ],
-                "score_change_per_round": {k: change(categories[k]) for k in sorted(categories)},
+                "score_change_per_round": {
+                    k: mean_change(categories[k]) for k in sorted(categories)
+                },
                 "score_change_by_round": [
                     {
                         "round": r,
-                        "categories": {k: change(rounds[r][k]) for k in sorted(rounds[r])},
+                        "categories": {k: mean_change(rounds[r][k]) for k in sorted(rounds[r])},
                     }
                     for r in sorted(rounds)
                 ],

@@ -24,33 +24,48 @@ def totals(**values: int) -> dict[str, int]:
 
 def test_figures_per_type_with_weeks_rounds_and_rates() -> None:
     rows = {
-        "by_type": [
-            {"_id": "visual_concept", **totals(artifacts=1, versions=1)},
+        # a type's totals are the sum of its weeks
+        "by_week": [
             {
-                "_id": "copy",
+                "_id": {"t": "visual_concept", "week": datetime(2026, 11, 2)},
+                **totals(artifacts=1, versions=1),
+            },
+            {
+                "_id": {"t": "copy", "week": datetime(2026, 11, 9)},
+                **totals(artifacts=1, versions=3, passed=1, to_pass_sum=3, first_judged=1),
+            },
+            {
+                "_id": {"t": "copy", "week": datetime(2026, 11, 2)},
                 **totals(
-                    artifacts=3,
-                    versions=6,
-                    passed=2,
-                    to_pass_sum=4,
-                    first_judged=2,
+                    artifacts=2,
+                    versions=3,
+                    passed=1,
+                    to_pass_sum=1,
+                    first_judged=1,
                     first_passed=1,
                     approved=1,
                     approval_ms_sum=7_200_000,
                 ),
             },
         ],
-        "by_week": [
-            {"_id": {"t": "copy", "week": datetime(2026, 11, 9)}, **totals(artifacts=1)},
-            {"_id": {"t": "copy", "week": datetime(2026, 11, 2)}, **totals(artifacts=2)},
-        ],
         "to_pass": [
             {"_id": {"t": "copy", "n": 3}, "artifacts": 1},
             {"_id": {"t": "copy", "n": 1}, "artifacts": 1},
         ],
+        # grouped by the newer version's number: n = 2 is round 1
         "rounds": [
-            {"_id": {"t": "copy", "r": 1, "k": "brand"}, "rounds": 2, "change_sum": 30},
-            {"_id": {"t": "copy", "r": 2, "k": "brand"}, "rounds": 1, "change_sum": -3},
+            {
+                "_id": {"t": "copy", "n": 2, "k": "brand"},
+                "rounds": 2,
+                "score_sum": 130,
+                "prev_sum": 100,
+            },
+            {
+                "_id": {"t": "copy", "n": 3, "k": "brand"},
+                "rounds": 1,
+                "score_sum": 60,
+                "prev_sum": 63,
+            },
         ],
     }
     copy, visual = figures(rows)
@@ -71,4 +86,6 @@ def test_figures_per_type_with_weeks_rounds_and_rates() -> None:
         {"round": 2, "categories": {"brand": {"mean": -3.0, "rounds": 1}}},
     ]
     assert [w["week"] for w in copy["by_week"]] == ["2026-11-02", "2026-11-09"]
+    assert (copy["artifacts"], copy["versions"], copy["artifacts_passed"]) == (3, 6, 2)
+    assert copy["by_week"][1]["mean_versions_to_first_pass"] == 3.0
     assert figures({}) == []

@@ -24,9 +24,14 @@ import orjson
 Kind = Literal["added", "removed", "changed"]
 Op = Literal["equal", "delete", "insert"]
 
-# Word-level diffs of strings longer than this many tokens fall back to lines: the
-# alignment is quadratic in the worst case and a whole-document string gains little from it.
+# Word-level diffs of strings longer than this many tokens fall back to lines: a
+# whole-document string gains little from word runs.
 MAX_WORD_TOKENS = 5000
+# SequenceMatcher is quadratic in the worst case (long runs of equal elements). After the
+# common head and tail are set aside, a middle larger than this (old length x new length)
+# is compared position by position instead of aligned, so one request cannot hold the API
+# for seconds with a large repetitive array or text.
+MAX_ALIGNMENT = 4_000_000
 _WORDS = re.compile(r"\s+|[^\s]+")
 
 
@@ -120,8 +125,7 @@ def _key(value: Any) -> bytes:
 def _diff_list(
     old: list[Any], new: list[Any], at: tuple[str | int, ...], out: list[Change]
 ) -> None:
-    matcher = difflib.SequenceMatcher(None, [_key(v) for v in old], [_key(v) for v in new], False)
-    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+    for tag, i1, i2, j1, j2 in opcodes([_key(v) for v in old], [_key(v) for v in new]):
         if tag == "equal":
             continue
         paired = min(i2 - i1, j2 - j1) if tag == "replace" else 0
@@ -131,6 +135,34 @@ def _diff_list(
             _diff_value(old[i1 + k], new[j1 + k], (*at, j1 + k), out)
         out.extend(Change("removed", (*at, i), old=old[i]) for i in range(i1 + paired, i2))
         out.extend(Change("added", (*at, j), new=new[j]) for j in range(j1 + paired, j2))
+
+
+Opcode = tuple[str, int, int, int, int]
+
+
+def opcodes(a: list[Any], b: list[Any]) -> list[Opcode]:
+    """difflib's opcodes, with the common head and tail found first (linear), and a middle
+    too large to align replaced as a whole (`MAX_ALIGNMENT`)."""
+    head = 0
+    while head < len(a) and head < len(b) and a[head] == b[head]:
+        head += 1
+    tail = 0
+    while tail < len(a) - head and tail < len(b) - head and a[-1 - tail] == b[-1 - tail]:
+        tail += 1
+    a_end, b_end = len(a) - tail, len(b) - tail
+    ops: list[Opcode] = [("equal", 0, head, 0, head)] if head else []
+    middle_a, middle_b = a[head:a_end], b[head:b_end]
+    if len(middle_a) * len(middle_b) > MAX_ALIGNMENT:
+        ops.append(("replace", head, a_end, head, b_end))
+    elif middle_a or middle_b:
+        matcher = difflib.SequenceMatcher(None, middle_a, middle_b, autojunk=False)
+        ops += [
+            (tag, i1 + head, i2 + head, j1 + head, j2 + head)
+            for tag, i1, i2, j1, j2 in matcher.get_opcodes()
+        ]
+    if tail:
+        ops.append(("equal", a_end, len(a), b_end, len(b)))
+    return ops
 
 
 def text_diff(old: str, new: str) -> TextDiff:
@@ -155,7 +187,7 @@ def _ops(a: list[str], b: list[str]) -> list[tuple[Op, str]]:
         else:
             ops.append((op, text))
 
-    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, False).get_opcodes():
+    for tag, i1, i2, j1, j2 in opcodes(a, b):
         if tag == "equal":
             emit("equal", "".join(a[i1:i2]))
         else:

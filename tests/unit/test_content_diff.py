@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.domain.content_diff import diff, pointer, same, summary, text_diff
+from service.domain.content_diff import diff, opcodes, pointer, same, summary, text_diff
 
 
 def rendered(old: dict[str, Any], new: dict[str, Any]) -> list[dict[str, Any]]:
@@ -153,3 +154,30 @@ def test_no_change_reported_for_identical_documents(doc: dict[str, Any]) -> None
 )
 def test_flat_changes_rebuild_the_new_document(old: dict[str, Any], new: dict[str, Any]) -> None:
     assert apply_flat(old, rendered(old, new)) == new
+
+
+def test_large_repetitive_arrays_and_texts_stay_fast() -> None:
+    started = time.perf_counter()
+    old = {"zeros": [0] * 50_000, "text": "la " * 4000}
+    new = {"zeros": [0] * 20_000 + [1] + [0] * 30_000, "text": "la " * 2000 + "da " + "la " * 2001}
+    changes = rendered(old, new)
+    assert time.perf_counter() - started < 5
+    assert [c["path"] for c in changes] == ["/zeros/20000", "/text"]
+    ops = changes[1]["text_diff"]["ops"]
+    assert "".join(o["text"] for o in ops if o["op"] != "insert") == old["text"]
+    assert "".join(o["text"] for o in ops if o["op"] != "delete") == new["text"]
+
+
+@given(
+    st.lists(st.integers(0, 2), max_size=40),
+    st.lists(st.integers(0, 2), max_size=40),
+)
+def test_opcodes_cover_both_sequences_in_order(a: list[int], b: list[int]) -> None:
+    rebuilt_a: list[int] = []
+    rebuilt_b: list[int] = []
+    for tag, i1, i2, j1, j2 in opcodes(a, b):
+        if tag == "equal":
+            assert a[i1:i2] == b[j1:j2]
+        rebuilt_a += a[i1:i2]
+        rebuilt_b += b[j1:j2]
+    assert (rebuilt_a, rebuilt_b) == (a, b)

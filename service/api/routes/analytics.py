@@ -89,7 +89,10 @@ def moment(name: str, value: str | None) -> datetime | None:
         )
     if parsed.tzinfo is None:
         raise HTTPException(400, f"{name}: {value!r} has no time zone (add Z or an offset)")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise HTTPException(400, f"{name}: {value!r} is outside years 1 to 9999 in UTC") from None
 
 
 def router(analytics: IterationAnalytics) -> APIRouter:

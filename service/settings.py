@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     # GET /analytics/iterations: an answer is reused this long per distinct query (0: never),
     # and the aggregation behind it is stopped by MongoDB after the second (maxTimeMS).
     analytics_cache_seconds: float = Field(default=30.0, ge=0)
-    analytics_max_seconds: float = Field(default=120.0, gt=0)
+    analytics_max_seconds: float = Field(default=300.0, gt=0)
 
     max_event_bytes: int = Field(default=1024 * 1024, ge=1)
     # Contract 1.1: `every` publishes each revision; `latest` only the newest revision a batch

@@ -69,7 +69,7 @@ def build_api(
     recent_dead_letters: RecentDeadLetters,
     keepalive_seconds: float,
     analytics_cache_seconds: float = 30.0,
-    analytics_max_seconds: float = 120.0,
+    analytics_max_seconds: float = 300.0,
     lifespan: Any = None,
 ) -> FastAPI:
     app = FastAPI(

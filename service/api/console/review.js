@@ -7,7 +7,7 @@
 
 const SVG = "http://www.w3.org/2000/svg";
 const TREE_ITEMS = 200; // array items and object keys shown per level before "… more"
-const review = { open: null, analyticsTimer: null, analyticsStale: false };
+const review = { open: null, analyticsTimer: null };
 
 function svg(tag, attributes = {}, ...children) {
   const node = document.createElementNS(SVG, tag);
@@ -288,6 +288,8 @@ async function loadAnalytics() {
     const value = form.elements[name].value.trim();
     if (value) params.set(name, value);
   }
+  // One aggregation over every campaign: on a large ledger the first answer takes a while.
+  $("analytics-computed").textContent = "computing…";
   const answer = await fetch(`/analytics/iterations?${params}`, { headers: { Accept: "application/json", ...authHeaders() } });
   if (answer.status === 401) {
     await askToken("That token was refused.");
@@ -295,6 +297,7 @@ async function loadAnalytics() {
   }
   const body = await answer.json();
   if (!answer.ok) {
+    $("analytics-computed").textContent = "";
     $("analytics-error").textContent = body.detail || `HTTP ${answer.status}`;
     return;
   }
@@ -314,7 +317,7 @@ function showView(name) {
 // (one aggregation covers every campaign; the service also reuses an answer for a while).
 function analyticsChanged() {
   if ($("analytics-view").hidden) return;
-  if (review.analyticsTimer) { review.analyticsStale = true; return; }
+  if (review.analyticsTimer) return; // a refresh is already due
   review.analyticsTimer = setTimeout(() => {
     review.analyticsTimer = null;
     if (!$("analytics-view").hidden) loadAnalytics().catch(() => {});

@@ -1,14 +1,14 @@
 """Iteration analytics across campaigns: one MongoDB aggregation over versions and audits.
 
 The question spans every campaign, so on a sharded cluster this pipeline runs
-scatter-gather: each shard groups its own campaigns' artifacts (an artifact, its versions and
-its audit reports live on one shard, the shard key being `campaign_id`), and the merging
-`$facet` sees one small row per artifact. What comes back is a few dozen grouped rows per
-artifact type, never a document per version; `service.domain.iteration_metrics` turns them
-into the figures.
+scatter-gather: every shard filters and projects its own campaigns' versions and scored
+audit reports (and starts the per-version `$group`), and the merging shard finishes the
+grouping, the window stages and the `$facet`. What comes back to the service is a few rows
+per artifact type and week, versions-until-passed value and round and category, never a
+document per version; `service.domain.iteration_metrics` turns them into the figures.
 
-Operators used are in MongoDB 5.2+ (`$sortArray` is 5.2, `$dateTrunc` 5.0, `$unionWith`
-4.4) and in SecantusDB, where each was tried.
+Operators: `$unionWith` (MongoDB 4.4), `$setWindowFields` with `$shift` and
+`$documentNumber`, `$dateTrunc` (5.0), `$bottom` (5.2); each was tried on SecantusDB too.
 """
 
 from __future__ import annotations

@@ -29,9 +29,13 @@ Op = Literal["equal", "delete", "insert"]
 MAX_WORD_TOKENS = 5000
 # SequenceMatcher is quadratic in the worst case (long runs of equal elements). After the
 # common head and tail are set aside, a middle larger than this (old length x new length)
-# is compared position by position instead of aligned, so one request cannot hold the API
-# for seconds with a large repetitive array or text.
-MAX_ALIGNMENT = 4_000_000
+# is aligned with difflib's "popular element" heuristic (autojunk: an element making up
+# more than 1 % of a long sequence does not seed a match), so one request cannot hold the
+# API for seconds with a large repetitive array or text; smaller ones are aligned exactly.
+MAX_EXACT_ALIGNMENT = 4_000_000
+# Past this (two arrays of ~16,000 elements), the middle is compared position by position
+# (one "replace"), never aligned: alignment of that much repetitive data costs seconds.
+MAX_ALIGNMENT = 250_000_000
 _WORDS = re.compile(r"\s+|[^\s]+")
 
 
@@ -141,8 +145,8 @@ Opcode = tuple[str, int, int, int, int]
 
 
 def opcodes(a: list[Any], b: list[Any]) -> list[Opcode]:
-    """difflib's opcodes, with the common head and tail found first (linear), and a middle
-    too large to align replaced as a whole (`MAX_ALIGNMENT`)."""
+    """difflib's opcodes, with the common head and tail found first (linear), and a large
+    middle aligned with difflib's heuristic (`MAX_EXACT_ALIGNMENT`)."""
     head = 0
     while head < len(a) and head < len(b) and a[head] == b[head]:
         head += 1
@@ -152,10 +156,12 @@ def opcodes(a: list[Any], b: list[Any]) -> list[Opcode]:
     a_end, b_end = len(a) - tail, len(b) - tail
     ops: list[Opcode] = [("equal", 0, head, 0, head)] if head else []
     middle_a, middle_b = a[head:a_end], b[head:b_end]
-    if len(middle_a) * len(middle_b) > MAX_ALIGNMENT:
+    size = len(middle_a) * len(middle_b)
+    if size > MAX_ALIGNMENT:
         ops.append(("replace", head, a_end, head, b_end))
     elif middle_a or middle_b:
-        matcher = difflib.SequenceMatcher(None, middle_a, middle_b, autojunk=False)
+        large = size > MAX_EXACT_ALIGNMENT
+        matcher = difflib.SequenceMatcher(None, middle_a, middle_b, autojunk=large)
         ops += [
             (tag, i1 + head, i2 + head, j1 + head, j2 + head)
             for tag, i1, i2, j1, j2 in matcher.get_opcodes()

@@ -181,3 +181,19 @@ def test_opcodes_cover_both_sequences_in_order(a: list[int], b: list[int]) -> No
         rebuilt_a += a[i1:i2]
         rebuilt_b += b[j1:j2]
     assert (rebuilt_a, rebuilt_b) == (a, b)
+
+
+def test_a_large_array_with_one_removal_is_still_aligned() -> None:
+    items = [{"id": i, "label": f"item {i}"} for i in range(5000)]
+    changed = [dict(item) for item in items]
+    changed[2500]["label"] = "changed"
+    del changed[10]
+    changed.append({"id": 5000})
+    started = time.perf_counter()
+    paths = [(c["kind"], c["path"]) for c in rendered({"items": items}, {"items": changed})]
+    assert time.perf_counter() - started < 5
+    assert paths == [
+        ("removed", "/items/10"),
+        ("changed", "/items/2499/label"),
+        ("added", "/items/4999"),
+    ]

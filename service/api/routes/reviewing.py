@@ -13,6 +13,7 @@ contents (`service.domain.content_diff`) and the feedback between them.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Response
@@ -313,7 +314,9 @@ def router(reads: ReviewReads) -> APIRouter:
             )
             if not feedback and made_from:
                 feedback = await reads.feedback(campaign_id, None, older["_id"])
-        changes = content_diff.diff(other["content"], doc["content"])
+        # CPU-bound for large contents (up to seconds): off the event loop, so other
+        # requests and the streams keep being served meanwhile.
+        changes = await asyncio.to_thread(content_diff.diff, other["content"], doc["content"])
         body = {
             "campaign_id": campaign_id,
             "artifact_id": doc["artifact_id"],

@@ -17,7 +17,9 @@ Definitions (the README's "Reviewing and analytics" and docs/reviewing.md repeat
   when that names a version of the same artifact, else the version numbered one less);
   round r is the one that made version r + 1. Its score change per category is the
   category's score in the newer version's latest scored audit minus the older one's, for
-  categories scored on both sides;
+  categories scored on both sides (the aggregation pairs each version with the one before
+  it that has the category scored, so a round from an older parent, past a scored version
+  in between, is not counted);
 - time to approval: from the artifact's first version's `created_at` to the earliest
   `approved_at` of its versions, over artifacts with an approved version.
 """

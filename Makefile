@@ -11,7 +11,7 @@ help:
 	@echo "make run     start Kafka, MongoDB-compatible server, the service and a demo flow"
 	@echo "make test    the whole test suite against real local servers"
 	@echo "make lint    ruff, ruff format --check, mypy, schema drift, manifests (make lint-k8s)"
-	@echo "make bench   throughput, snapshot-read, stream and many-viewer benchmarks (prints figures)"
+	@echo "make bench   throughput, snapshot-read, stream, many-viewer and analytics benchmarks (prints figures)"
 	@echo "make bench-compare  beside the MongoDB sink connector and the raw ceiling (bench/README.md)"
 	@echo "make schemas regenerate schemas/ from the code"
 
@@ -119,6 +119,7 @@ bench: venv
 	$(PY) -m bench
 	$(PY) -m bench.streams
 	$(PY) -m bench.reads
+	$(PY) -m bench.analytics
 
 # Not in CI: the service beside the MongoDB Kafka sink connector and the raw ceiling
 # (bench/README.md).

@@ -213,6 +213,8 @@ def build(settings: Settings | None = None, role: Role = "all") -> Service:
             reader=SnapshotReader(feed, reads),
             recent_dead_letters=dead_letters,
             keepalive_seconds=settings.stream_keepalive_seconds,
+            analytics_cache_seconds=settings.analytics_cache_seconds,
+            analytics_max_seconds=settings.analytics_max_seconds,
             lifespan=lifespan,
         )
     split_ports(app, settings.http_port, settings.management_port)

@@ -64,6 +64,11 @@ class Settings(BaseSettings):
     # this recent (it may then trail the topic by as much); 0: check the revision each time.
     snapshot_cache_seconds: float = Field(default=0.0, ge=0)
 
+    # GET /analytics/iterations: an answer is reused this long per distinct query (0: never),
+    # and the aggregation behind it is stopped by MongoDB after the second (maxTimeMS).
+    analytics_cache_seconds: float = Field(default=30.0, ge=0)
+    analytics_max_seconds: float = Field(default=300.0, gt=0)
+
     max_event_bytes: int = Field(default=1024 * 1024, ge=1)
     # Contract 1.1: `every` publishes each revision; `latest` only the newest revision a batch
     # makes per campaign (revisions still count every change).

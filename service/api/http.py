@@ -12,9 +12,12 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 
+from service.adapters.mongo_analytics import MongoAnalytics
 from service.adapters.mongo_reads import MongoReads
+from service.adapters.mongo_review import ReviewReads
 from service.api import openapi
 from service.api.routes import (
+    analytics,
     audits,
     campaigns,
     console,
@@ -23,11 +26,13 @@ from service.api.routes import (
     health,
     iterations,
     metrics,
+    reviewing,
     snapshots,
     specs,
     streams,
     versions,
 )
+from service.app.analytics import IterationAnalytics
 from service.app.health import Health
 from service.app.streams import RecentDeadLetters, SnapshotFeed, SnapshotReader
 
@@ -63,13 +68,16 @@ def build_api(
     reader: SnapshotReader,
     recent_dead_letters: RecentDeadLetters,
     keepalive_seconds: float,
+    analytics_cache_seconds: float = 30.0,
+    analytics_max_seconds: float = 300.0,
     lifespan: Any = None,
 ) -> FastAPI:
     app = FastAPI(
         title="campaign-ledger",
         version="0.1.0",
         description="Read API of the campaign ledger: snapshots, version history, audit "
-        "lineage, iteration logs, metrics, exports, and live snapshots (Server-Sent Events).",
+        "lineage, iteration logs, metrics, exports, version content and diffs, iteration "
+        "analytics, and live snapshots (Server-Sent Events).",
         openapi_url=None,
         docs_url=None,
         redoc_url=None,
@@ -82,10 +90,16 @@ def build_api(
         streams.router(feed, reader, keepalive_seconds),
         versions.router(reads),
         audits.router(reads),
+        reviewing.router(ReviewReads(reads.db)),
         iterations.router(reads),
         metrics.router(reads),
         exports.router(reads),
         campaigns.router(reads),
+        analytics.router(
+            IterationAnalytics(
+                MongoAnalytics(reads.db), analytics_cache_seconds, analytics_max_seconds
+            )
+        ),
         dead_letters.router(recent_dead_letters),
         specs.router(app.openapi, asyncapi),
     ):

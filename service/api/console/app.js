@@ -227,10 +227,12 @@ async function renderTimeline(snapshot) {
       }
       list.append(item);
     });
-    sections.push(el("section", { class: "artifact-history", "aria-label": `History of ${artifact.artifact_id}` },
+    const section = el("section", { class: "artifact-history", "data-artifact": artifact.artifact_id, "aria-label": `History of ${artifact.artifact_id}` },
       el("h4", { text: `${artifact.artifact_id} (${artifact.artifact_type})` }),
       from > 0 ? el("p", { class: "muted", text: `v1 to v${from} not shown` }) : null,
-      list));
+      list);
+    decorateHistory(section, snapshot.campaign_id, versions, lineages); // review.js
+    sections.push(section);
   }
   if (state.selected === snapshot.campaign_id) $("timeline").replaceChildren(...sections);
 }
@@ -254,6 +256,7 @@ function select(campaignId) {
       if (snapshot.campaign_id !== state.selected) return;
       renderSnapshot(snapshot, event === "deleted");
       scheduleTimeline(snapshot);
+      refreshOpenPanel(snapshot); // review.js
     },
     () => {},
   );
@@ -295,12 +298,18 @@ async function loadDeadLetters() {
 
 async function start() {
   // Following first, then the listing: nothing published in between is missed.
-  follow("/stream", (event, snapshot) => noteCampaign(snapshot), (s) => setStatus(s === "live" ? "live" : "reconnecting…"));
+  follow("/stream", (event, snapshot) => {
+    noteCampaign(snapshot);
+    analyticsChanged(); // review.js
+  }, (s) => setStatus(s === "live" ? "live" : "reconnecting…"));
   await loadCampaigns();
   await loadDeadLetters();
   setInterval(() => loadDeadLetters().catch(() => {}), 10000);
-  const wanted = decodeURIComponent(location.hash.slice(1));
-  if (wanted) select(wanted);
+  if (location.hash === "#/analytics") showView("analytics"); // review.js
+  else {
+    const wanted = decodeURIComponent(location.hash.slice(1));
+    if (wanted) select(wanted);
+  }
 }
 
 start().catch((error) => setStatus(`error: ${error.message}`));

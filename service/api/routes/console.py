@@ -34,6 +34,10 @@ def router() -> APIRouter:
     async def script() -> FileResponse:
         return file("app.js")
 
+    @api.get("/console/review.js")
+    async def review_script() -> FileResponse:
+        return file("review.js")
+
     @api.get("/console/app.css")
     async def style() -> FileResponse:
         return file("app.css")

@@ -12,6 +12,7 @@ import structlog
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 
+from service.adapters import otel
 from service.adapters.kafka import KafkaPublisher, build_broker, ensure_topics
 from service.adapters.kafka_feed import KafkaFeedFollower
 from service.adapters.mongo_reads import MongoReads
@@ -193,6 +194,7 @@ def build(settings: Settings | None = None, role: Role = "all") -> Service:
             if consumes:
                 await _stop_consuming(broker, commits, processor, publisher)
             await store.close()
+            await otel.shutdown(tracer_provider)
             log.info("service_stopped")
 
     def asyncapi() -> dict[str, Any]:
@@ -212,6 +214,7 @@ def build(settings: Settings | None = None, role: Role = "all") -> Service:
             keepalive_seconds=settings.stream_keepalive_seconds,
             lifespan=lifespan,
         )
+    tracer_provider = otel.configure(app)  # from the OTEL_* variables; None: tracing off
     split_ports(app, settings.http_port, settings.management_port)
     service = Service(
         settings, store, broker, processor, maintenance, health, app, feed, role, watchdog, lag

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from service.adapters.mongo_store import MongoStore, StoreUnavailable, held_record
-from service.app import telemetry
+from service.app import telemetry, tracing
 from service.app.processor import Publisher, dead_letter
 from service.domain.ingest import Rejection
 
@@ -42,6 +42,7 @@ class Maintenance:
         age = 0.0 if oldest is None else (self.clock() - oldest).total_seconds()
         telemetry.HELD_OLDEST_AGE.set(max(0.0, age))
 
+    @tracing.traced_sweep("ledger expire held")
     async def expire_holds(self) -> int:
         """Dead-letter held events whose version did not come in time (contract 5)."""
         now = self.clock()

@@ -33,7 +33,7 @@ from service.adapters.mongo_store import (
     StoreRejected,
     Transaction,
 )
-from service.app import telemetry
+from service.app import telemetry, tracing
 from service.domain.events import EventType
 from service.domain.ingest import RawRecord, Rejection, decode
 from service.domain.ledger import (
@@ -89,6 +89,7 @@ def snapshot_event(snapshot: dict[str, Any], now: datetime) -> dict[str, Any]:
         "time": iso(now),
         "subject": campaign_id,
         "datacontenttype": "application/json",
+        **tracing.trace_attributes(),
         "data": snapshot,
     }
 
@@ -103,6 +104,7 @@ def rejection_event(rejection: Rejection, now: datetime) -> dict[str, Any]:
         "type": EventType.EVENT_REJECTED.value,
         "time": iso(now),
         "datacontenttype": "application/json",
+        **tracing.trace_attributes(rejection),
         "data": rejection.as_data(),
     }
 
@@ -178,6 +180,7 @@ class BatchProcessor:
         self._unmarked: tuple[Stamp, datetime] | None = None  # published, mark not written
         self._marked_at = float("-inf")  # monotonic time the last write began
 
+    @tracing.traced_batch
     async def process(self, records: Sequence[RawRecord]) -> BatchResult:
         started = time.perf_counter()
         stamps = [r.timestamp_ms for r in records if r.timestamp_ms is not None]
@@ -192,6 +195,7 @@ class BatchProcessor:
                 rejections.append(decoded)
             else:
                 inbound.append(Inbound(decoded, record))
+        tracing.begin(inbound, rejections)
         changes = Changes()
         for chunk in _chunks(inbound):
             try:
@@ -282,6 +286,7 @@ class BatchProcessor:
             raise ConcurrentUpdate(msg)
         committed = time.perf_counter()
         telemetry.BATCH_PHASE_SECONDS.labels("commit").observe(committed - applied.written)
+        tracing.phases(applied.written, commit=committed)
         # Entries in the outbox collection (dead letters decided by the rules, snapshots too
         # large for their document) go first: a leftover there is older than anything new.
         pending = await self.store.pending_outbox({i.event.campaign_id for i in inbound})
@@ -293,6 +298,7 @@ class BatchProcessor:
                 self._mark(stamp, now)
         self.published = stamp.batch
         telemetry.BATCH_PHASE_SECONDS.labels("publish").observe(time.perf_counter() - committed)
+        tracing.phases(committed, publish=time.perf_counter())
         return applied.changes, pending
 
     async def _apply(
@@ -325,6 +331,8 @@ class BatchProcessor:
         phase.labels("load").observe(loaded - started)
         phase.labels("rules").observe(ruled - loaded)
         phase.labels("write").observe(written - ruled)
+        tracing.phases(started, load=loaded, rules=ruled, write=written)
+        tracing.outcomes(inbound, changes, view)
         publish = [e for entries in untouched.values() for e in entries] + carried + new
         return _Applied(changes, publish, written)
 

@@ -192,7 +192,18 @@ def _decode(record: RawRecord, max_event_bytes: int) -> Event:
         type=event_type,
         time=envelope.time or _record_time(record),
         data=data,
+        **_trace_context(envelope.__pydantic_extra__),
     )
+
+
+def _trace_context(extra: dict[str, Any] | None) -> dict[str, str]:
+    """The Distributed Tracing extension's attributes, when they are strings."""
+    if not extra or "traceparent" not in extra:
+        return {}
+    return {name: extra[name] for name in _TRACE_ATTRIBUTES if isinstance(extra.get(name), str)}
+
+
+_TRACE_ATTRIBUTES = ("traceparent", "tracestate")
 
 
 def _envelope(document: dict[str, Any]) -> CloudEventEnvelope:

@@ -40,6 +40,8 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from service.domain.ledger import made_by
+
 if TYPE_CHECKING:
     from service.domain.ingest import RawRecord, Rejection
     from service.domain.ledger import Changes, Inbound, View
@@ -188,7 +190,10 @@ class _Trace:
         a transaction run again after a conflict leaves only its last decision)."""
         held = {id(h.inbound.record) for h in changes.held}
         refused = {id(r.inbound.record): r.reason for r in changes.rejections}
+        # Events taken (not duplicates): those marked processed, and those whose new
+        # version is their mark (the rules write no mark beside it).
         processed = {key for key, _ in changes.processed}
+        processed.update(made_by(doc) for doc in changes.inserts.get("versions", ()))
         seen: set[str] = set()
         for item in inbound:
             key, record = item.event.key, id(item.record)

@@ -135,8 +135,13 @@ class _Trace:
             first = self._add(rejection.record, span, parent, traces, first)
         # `process()` appends records refused by MongoDB to this same list later on.
         self.rejections = rejections
-        links = [Link(span.get_span_context()) for _, span in self.records.values()]
-        parent_context = trace.set_span_in_context(first) if len(traces) == 1 and first else None
+        parent = first if len(traces) == 1 else None
+        # Linked to every record's span but its parent (Jaeger would show that one as a
+        # link, not as the parent).
+        links = [
+            Link(span.get_span_context()) for _, span in self.records.values() if span is not parent
+        ]
+        parent_context = trace.set_span_in_context(parent) if parent is not None else None
         self.span = tracer.start_span(
             "ledger batch",
             context=parent_context or Context(),

@@ -108,7 +108,10 @@ class _Trace:
         first: Span | None = None
         for item in inbound:
             event = item.event
-            parent = _context(event.traceparent, event.tracestate) or _record_context(item.record)
+            # A decoded event has its attributes already; only a plain W3C header is left.
+            parent = _context(event.traceparent, event.tracestate) or _record_context(
+                item.record, headers_only=True
+            )
             span = tracer.start_span(
                 f"ledger event {event.type.value}",
                 context=parent,
@@ -135,13 +138,15 @@ class _Trace:
             first = self._add(rejection.record, span, parent, traces, first)
         # `process()` appends records refused by MongoDB to this same list later on.
         self.rejections = rejections
-        parent = first if len(traces) == 1 else None
+        parent_span = first if len(traces) == 1 else None
         # Linked to every record's span but its parent (Jaeger would show that one as a
         # link, not as the parent).
         links = [
-            Link(span.get_span_context()) for _, span in self.records.values() if span is not parent
+            Link(span.get_span_context())
+            for _, span in self.records.values()
+            if span is not parent_span
         ]
-        parent_context = trace.set_span_in_context(parent) if parent is not None else None
+        parent_context = trace.set_span_in_context(parent_span) if parent_span else None
         self.span = tracer.start_span(
             "ledger batch",
             context=parent_context or Context(),
@@ -239,7 +244,7 @@ class _Trace:
             span = self.tracer.start_span(
                 f"ledger attach {event.type.value}",
                 context=_context(event.traceparent, event.tracestate)
-                or _record_context(inbound.record),
+                or _record_context(inbound.record, headers_only=True),
                 kind=SpanKind.CONSUMER,
                 start_time=self.start_ns,
                 links=[Link(self.span.get_span_context())] if self.span else None,
@@ -390,7 +395,7 @@ def _context(traceparent: str | None, tracestate: str | None) -> Context | None:
     return context if span_context.is_valid else None
 
 
-def _record_context(record: RawRecord) -> Context | None:
+def _record_context(record: RawRecord, *, headers_only: bool = False) -> Context | None:
     """A record's trace context when its event was not decoded (refused, or held and read
     back): its headers, else the attributes of a structured-mode value."""
     found: dict[str, str] = {}
@@ -401,7 +406,7 @@ def _record_context(record: RawRecord) -> Context | None:
                 found[attribute] = raw.decode("utf-8")
             except UnicodeDecodeError:
                 continue
-    if "traceparent" not in found:
+    if "traceparent" not in found and not headers_only:
         document = _structured(record)
         for attribute in ("traceparent", "tracestate"):
             value = document.get(attribute)

@@ -10,7 +10,7 @@ ASYNCAPI_PARSER := dev/asyncapi/node_modules/.package-lock.json
 help:
 	@echo "make run     start Kafka, MongoDB-compatible server, the service and a demo flow"
 	@echo "make test    the whole test suite against real local servers"
-	@echo "make lint    ruff, ruff format --check, mypy, schema drift, manifests (make lint-k8s)"
+	@echo "make lint    ruff, ruff format --check, mypy, schema drift, dashboard, runbooks, manifests (make lint-k8s)"
 	@echo "make bench   throughput, snapshot-read, stream and many-viewer benchmarks (prints figures)"
 	@echo "make schemas regenerate schemas/ from the code"
 
@@ -35,7 +35,8 @@ lint: venv $(ASYNCAPI_PARSER)
 	$(PY) -m ruff check service dev tests bench
 	$(PY) -m ruff format --check service dev tests bench
 	$(PY) -m mypy
-	$(PY) -m pytest -q tests/unit/test_schemas.py tests/unit/test_openapi.py
+	$(PY) -m pytest -q tests/unit/test_schemas.py tests/unit/test_openapi.py \
+		tests/unit/test_dashboard.py tests/unit/test_runbooks.py
 	$(PY) -m openapi_spec_validator schemas/openapi.json
 	node dev/asyncapi/validate.mjs schemas/asyncapi.json
 	$(MAKE) --no-print-directory lint-k8s

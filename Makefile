@@ -22,8 +22,9 @@ $(INSTALLED): pyproject.toml
 
 venv: $(INSTALLED)
 
-run: venv
-	$(PY) -m dev.run
+# `make run TRACING=1`: the service exports traces to a local Jaeger (dev/jaeger.py).
+run: venv $(if $(TRACING),jaeger)
+	$(PY) -m dev.run $(if $(TRACING),--tracing)
 
 test: venv jaeger
 	$(PY) -m pytest

@@ -28,6 +28,8 @@ REPO = Path(__file__).resolve().parent.parent
 JAEGER_VERSION = "v1.75.0"  # the module's version; the binary calls itself Jaeger v2
 BINARY = REPO / ".cache" / "tools" / "bin" / f"jaeger-{JAEGER_VERSION}"
 CONFIG = REPO / "dev" / "jaeger.yaml"
+# What the query endpoint serves as its UI (see dev/jaeger_ui/index.html for why not jaeger-ui).
+UI_ASSETS = REPO / "dev" / "jaeger_ui"
 HOST = "127.0.0.1"
 READY_TIMEOUT = 60.0
 
@@ -53,6 +55,7 @@ class Jaeger:
     """One Jaeger process on free ports; a context manager that stops it on exit."""
 
     def __init__(self, ui_assets: Path | None = None, log: Path | None = None) -> None:
+        """`ui_assets`: a built jaeger-ui, when you have one; else the small trace view."""
         self.ui_assets = ui_assets
         self.log_path = log
         self.otlp_port, self.query_port, self.grpc_port, self.health_port = _free_ports(4)
@@ -75,7 +78,7 @@ class Jaeger:
             JAEGER_QUERY_PORT=str(self.query_port),
             JAEGER_QUERY_GRPC_PORT=str(self.grpc_port),
             JAEGER_HEALTH_PORT=str(self.health_port),
-            JAEGER_UI_ASSETS=str(self.ui_assets or ""),
+            JAEGER_UI_ASSETS=str(self.ui_assets or UI_ASSETS),
         )
         if self.log_path is None:
             handle, name = tempfile.mkstemp(prefix="jaeger-", suffix=".log")
@@ -144,6 +147,18 @@ class Jaeger:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def for_service(env: dict[str, str]) -> Jaeger:
+    """`make run TRACING=1`: a Jaeger, and the service's OTEL_* variables pointing at it."""
+    print("starting Jaeger (traces) …", flush=True)
+    running = Jaeger().start()
+    env.update(
+        OTEL_EXPORTER_OTLP_ENDPOINT=running.otlp_endpoint,
+        OTEL_SERVICE_NAME=env.get("OTEL_SERVICE_NAME", "campaign-ledger"),
+    )
+    print(f"Jaeger is at {running.query_url}/ : the traces of the demo's events", flush=True)
+    return running
 
 
 def main() -> int:

@@ -161,7 +161,8 @@ class _Trace:
         )
         batch = self.span.get_span_context()
         for _, span in self.records.values():
-            span.add_link(batch)
+            if span is not parent_span:  # its child needs no link
+                span.add_link(batch)
         self.traceparent = _traceparent(batch)
 
     def _add(

@@ -147,6 +147,7 @@ async def test_an_event_continues_its_producers_trace(spans: InMemorySpanExporte
     assert batch_span.parent is not None and event.context is not None
     assert batch_span.parent.span_id == event.context.span_id
     assert batch_span.links == ()  # its parent is its only record
+    assert event.links == ()  # and the batch, its child, needs no link back
     for phase in ("load", "rules"):
         [span] = named[phase]
         assert span.parent is not None and batch_span.context is not None
@@ -213,6 +214,9 @@ async def test_outcomes_held_duplicate_dead_lettered(spans: InMemorySpanExporter
     # Several traces in one batch: the batch is a trace of its own, linked to each.
     assert batch_span.parent is None
     assert len(batch_span.links) == 4
+    for span in spans.get_finished_spans():
+        if span.name.startswith("ledger event"):
+            assert [link.context.span_id for link in span.links] == [batch_span.context.span_id]
     dead = [e for e in batch.published if e["type"] == "campaign.event.rejected"]
     assert len(dead) == 2
     assert {e["traceparent"] for e in dead} == {traceparent_of(batch_span)}

@@ -18,10 +18,14 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from service.adapters.kafka_feed import KafkaFeedFollower
+from service.api.routes.streams import message
 from service.app import tracing
+from service.app.feed import RecentDeadLetters, Snapshot, SnapshotFeed
 from service.app.processor import rejection_event, snapshot_event
 from service.domain.ingest import RawRecord, Rejection, decode
 from service.domain.ledger import Inbound, Missing, apply_batch, prefetch_keys
+from service.settings import Settings
 from tests.unit import factories as f
 from tests.unit.memory_store import Clock, MemoryStore
 
@@ -263,3 +267,24 @@ async def test_a_sweep_marks_its_dead_letters_in_their_arrival_trace(
     assert trace_id(expired) == PRODUCER_TRACE
     assert expired.attributes is not None
     assert expired.attributes["ledger.reason"] == "held_too_long"
+
+
+def test_a_stream_message_repeats_the_published_traceparent() -> None:
+    published = snapshot_event(
+        {"campaign_id": "c-7", "revision": 3, "deleted": False, "counts": {}}, NOW
+    )
+    published["traceparent"] = PRODUCER_PARENT
+    feed = SnapshotFeed(max_streams=10, cache_entries=10, cache_seconds=0, backlog=4)
+    KafkaFeedFollower(Settings(), feed, RecentDeadLetters())._snapshot(orjson.dumps(published))
+    snapshot = feed.cached("c-7")
+    assert snapshot is not None and snapshot.traceparent == PRODUCER_PARENT
+    assert message(snapshot, "3") == (
+        b"event: snapshot\nid: 3\ntraceparent: "
+        + PRODUCER_PARENT.encode()
+        + b"\ndata: "
+        + snapshot.body
+        + b"\n\n"
+    )
+    # A snapshot read from MongoDB has none: the message is as it always was.
+    untraced = Snapshot.of(published["data"])
+    assert message(untraced, "3") == b"event: snapshot\nid: 3\ndata: " + untraced.body + b"\n\n"

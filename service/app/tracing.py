@@ -117,14 +117,18 @@ class _Trace:
                 context=parent,
                 kind=SpanKind.CONSUMER,
                 start_time=self.start_ns,
-                attributes={
-                    CAMPAIGN_ID: event.campaign_id,
-                    "cloudevents.event_type": event.type.value,
-                    "cloudevents.event_id": event.id,
-                    "cloudevents.event_source": event.source,
-                    **_record_attributes(item.record),
-                },
             )
+            # Attributes only for a span that is kept: with 1 % sampling, 99 in 100 are not.
+            if span.is_recording():
+                span.set_attributes(
+                    {
+                        CAMPAIGN_ID: event.campaign_id,
+                        "cloudevents.event_type": event.type.value,
+                        "cloudevents.event_id": event.id,
+                        "cloudevents.event_source": event.source,
+                        **_record_attributes(item.record),
+                    }
+                )
             first = self._add(item.record, span, parent, traces, first)
         for rejection in rejections:
             parent = _record_context(rejection.record)
@@ -144,7 +148,7 @@ class _Trace:
         links = [
             Link(span.get_span_context())
             for _, span in self.records.values()
-            if span is not parent_span
+            if span is not parent_span and span.is_recording()
         ]
         parent_context = trace.set_span_in_context(parent_span) if parent_span else None
         self.span = tracer.start_span(
@@ -161,7 +165,7 @@ class _Trace:
         )
         batch = self.span.get_span_context()
         for _, span in self.records.values():
-            if span is not parent_span:  # its child needs no link
+            if span is not parent_span and span.is_recording():  # its child needs no link
                 span.add_link(batch)
         self.traceparent = _traceparent(batch)
 
@@ -238,8 +242,9 @@ class _Trace:
         for rejection in self.rejections:
             self.results[id(rejection.record)] = ("dead_lettered", rejection.reason, None)
         for record_id, (_record, span) in self.records.items():
-            self._conclude(span, record_id, error)
-            span.end(end_time=end)
+            if span.is_recording():
+                self._conclude(span, record_id, error)
+                span.end(end_time=end)
         for record_id, inbound in self.attached.items():
             event = inbound.event
             span = self.tracer.start_span(

@@ -89,7 +89,7 @@ def snapshot_event(snapshot: dict[str, Any], now: datetime) -> dict[str, Any]:
         "time": iso(now),
         "subject": campaign_id,
         "datacontenttype": "application/json",
-        **tracing.trace_attributes(),
+        **tracing.OUTBOUND.get(),
         "data": snapshot,
     }
 

@@ -168,6 +168,7 @@ class _Trace:
             if span is not parent_span and span.is_recording():  # its child needs no link
                 span.add_link(batch)
         self.traceparent = _traceparent(batch)
+        OUTBOUND.set(self.traceparent)
 
     def _add(
         self,
@@ -303,6 +304,9 @@ class _Trace:
 
 
 _CURRENT: ContextVar[_Trace | None] = ContextVar("ledger_trace", default=None)
+# The attributes a snapshot built now carries: the batch's `traceparent`, or none. A snapshot
+# event reads it directly (`**OUTBOUND.get()`, no call of ours: it runs once per revision).
+OUTBOUND: ContextVar[dict[str, str]] = ContextVar("ledger_outbound_trace", default=_NO_ATTRIBUTES)
 _Method = Callable[Concatenate[S, P], Awaitable[R]]
 
 
@@ -331,13 +335,14 @@ def _traced(
         if tracer is None:
             return await method(self, *args, **kwargs)
         current = _Trace(tracer, name, sweep=sweep)
-        token = _CURRENT.set(current)
+        token, outbound = _CURRENT.set(current), OUTBOUND.set(_NO_ATTRIBUTES)
         try:
             result = await method(self, *args, **kwargs)
         except BaseException as error:
             current.finish(None, error)
             raise
         finally:
+            OUTBOUND.reset(outbound)
             _CURRENT.reset(token)
         if current.span is not None:  # a sweep that dead-lettered nothing leaves no trace
             current.finish(result, None)

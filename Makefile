@@ -10,7 +10,7 @@ ASYNCAPI_PARSER := dev/asyncapi/node_modules/.package-lock.json
 help:
 	@echo "make run     start Kafka, MongoDB-compatible server, the service and a demo flow"
 	@echo "make test    the whole test suite against real local servers"
-	@echo "make lint    ruff, ruff format --check, mypy, schema drift, manifests (make lint-k8s)"
+	@echo "make lint    ruff, ruff format --check, mypy, schema drift, dashboard, runbooks, manifests (make lint-k8s)"
 	@echo "make bench   throughput, snapshot-read, stream, many-viewer and analytics benchmarks (prints figures)"
 	@echo "make bench-compare  beside the MongoDB sink connector and the raw ceiling (bench/README.md)"
 	@echo "make schemas regenerate schemas/ from the code"
@@ -23,10 +23,11 @@ $(INSTALLED): pyproject.toml
 
 venv: $(INSTALLED)
 
-run: venv
-	$(PY) -m dev.run
+# `make run TRACING=1`: the service exports traces to a local Jaeger (dev/jaeger.py).
+run: venv $(if $(TRACING),jaeger)
+	$(PY) -m dev.run $(if $(TRACING),--tracing)
 
-test: venv
+test: venv jaeger
 	$(PY) -m pytest
 
 test-unit: venv
@@ -36,7 +37,8 @@ lint: venv $(ASYNCAPI_PARSER)
 	$(PY) -m ruff check service dev tests bench
 	$(PY) -m ruff format --check service dev tests bench
 	$(PY) -m mypy
-	$(PY) -m pytest -q tests/unit/test_schemas.py tests/unit/test_openapi.py
+	$(PY) -m pytest -q tests/unit/test_schemas.py tests/unit/test_openapi.py \
+		tests/unit/test_dashboard.py tests/unit/test_runbooks.py
 	$(PY) -m openapi_spec_validator schemas/openapi.json
 	node dev/asyncapi/validate.mjs schemas/asyncapi.json
 	$(MAKE) --no-print-directory lint-k8s
@@ -59,7 +61,7 @@ K8S_TOOLS := $(TOOLS)/bin/kustomize-$(KUSTOMIZE_VERSION) $(TOOLS)/bin/kubeconfor
 	$(TOOLS)/bin/kube-score-$(KUBE_SCORE_VERSION) $(TOOLS)/venv/.installed $(TOOLS)/node/.installed \
 	$(TOOLS)/k8s-schemas/.done $(TOOLS)/bin/crdtypes
 
-.PHONY: k8s-tools lint-k8s lock
+.PHONY: k8s-tools lint-k8s lock jaeger
 k8s-tools: $(K8S_TOOLS)
 
 lint-k8s: $(K8S_TOOLS)
@@ -81,6 +83,22 @@ GO_PACKAGE_kube-score := github.com/zegl/kube-score/cmd/kube-score
 $(TOOLS)/bin/crdtypes: k8s/lint/crdtypes/main.go k8s/lint/crdtypes/go.mod k8s/lint/crdtypes/go.sum
 	mkdir -p $(TOOLS)/bin
 	cd k8s/lint/crdtypes && go build -o $(abspath $@) .
+
+# Jaeger (v2, all-in-one) for the tracing tests and `make run TRACING=1` (dev/jaeger.py runs
+# it). `go install <module>/cmd/jaeger@<version>` refuses a module whose go.mod has replace
+# directives, as Jaeger's has, so the module is fetched from the Go module proxy and built in
+# place, with its own go.mod and go.sum (verified by the go command against the checksum
+# database). Built once: minutes of Go compilation on two cores.
+JAEGER_VERSION := v1.75.0
+JAEGER := $(TOOLS)/bin/jaeger-$(JAEGER_VERSION)
+jaeger: $(JAEGER)
+
+$(JAEGER):
+	mkdir -p $(TOOLS)/bin
+	cd "$$(go mod download -json github.com/jaegertracing/jaeger@$(JAEGER_VERSION) \
+		| $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')" \
+		&& GOFLAGS=-mod=readonly go build -o $(abspath $@).tmp ./cmd/jaeger
+	mv $@.tmp $@
 
 $(TOOLS)/venv/.installed: k8s/lint/requirements.txt
 	test -x $(TOOLS)/venv/bin/python || $(PYTHON) -m venv $(TOOLS)/venv

@@ -257,9 +257,13 @@ class Bench:
     tmp: Path
     role: str = "consumer"
 
-    async def service(self, publication: str, env: dict[str, str] | None = None) -> Drain:
+    async def service(
+        self, publication: str, env: dict[str, str] | None = None, label: str = ""
+    ) -> Drain:
         child = await service_child(self.kafka, self.mongo, self.role)
         database = child.env["MONGODB_DATABASE"]
+        for name in [n for n in child.env if n.startswith("OTEL_")]:
+            del child.env[name]  # tracing only as `--tracing` asks
         child.env.update(
             {
                 "TOPIC_ARTIFACT_GENERATED": self.topic,
@@ -285,7 +289,7 @@ class Bench:
         try:
             waiter = asyncio.create_task(
                 watch_drain(
-                    f"campaign-ledger ({publication})",
+                    f"campaign-ledger ({publication}{label})",
                     self.total,
                     progress=progress,
                     done=done,
@@ -954,6 +958,63 @@ def report(drains: list[Drain]) -> None:
             print(f"{system}: RSS at the end {statistics.median(rss):.0f} MB")
 
 
+def print_drain(round_: int, drain: Drain) -> None:
+    print(
+        f"round {round_}: {drain.system:<40} {drain.rate:>7,.0f} events/s "
+        f"({drain.events:,} in {drain.seconds:.1f}s; CPU µs/event own "
+        f"{drain.per_event_us(0):,.0f}, database {drain.per_event_us(1):,.0f}, "
+        f"broker {drain.per_event_us(2):,.0f})",
+        flush=True,
+    )
+
+
+# ---- tracing (--tracing)
+
+# What each mode adds to the service's environment; "off" is no OTEL_* variable at all.
+TRACING_SAMPLERS = {
+    "off": None,
+    "on100": {"OTEL_TRACES_SAMPLER": "parentbased_always_on"},
+    "on1": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01"},
+}
+
+
+def tracing_collector(modes: list[str], tmp: Path) -> Any:
+    """A local Jaeger when any mode exports (it stores what it receives, so the export is
+    paid in full: an unreachable endpoint would cost less)."""
+    unknown = set(modes) - TRACING_SAMPLERS.keys()
+    if unknown:
+        raise SystemExit(f"unknown --tracing modes {sorted(unknown)}; known: off, on100, on1")
+    if all(TRACING_SAMPLERS[m] is None for m in modes):
+        return None
+    from dev.jaeger import Jaeger  # noqa: PLC0415 - only when tracing is measured
+
+    jaeger = Jaeger(log=tmp / "jaeger.log").start()
+    print(f"tracing: OTLP/HTTP to Jaeger at {jaeger.otlp_endpoint}", flush=True)
+    return jaeger
+
+
+async def traced_drains(bench: Bench, modes: list[str], jaeger: Any, round_: int) -> list[Drain]:
+    drains = []
+    for mode in modes:
+        drain = await bench.service("every", tracing_env(mode, jaeger), f", tracing {mode}")
+        print_drain(round_, drain)
+        drains.append(drain)
+    return drains
+
+
+def tracing_env(mode: str, jaeger: Any) -> dict[str, str]:
+    sampler = TRACING_SAMPLERS[mode]
+    if sampler is None:
+        return {}
+    return {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp_endpoint,
+        # the SDK's default queue (2,048 spans) would drop most spans of a 5,000-record
+        # batch, and dropping costs less than exporting: every span is exported here
+        "OTEL_BSP_MAX_QUEUE_SIZE": "200000",
+        **sampler,
+    }
+
+
 # ---- main
 
 
@@ -982,7 +1043,9 @@ def servers(tmp: Path) -> Iterator[tuple[str, str, Pids]]:
 async def run(args: argparse.Namespace) -> None:
     systems = names(args.systems, ("service", "latest", "connector", "ceiling", "ceiling-notx"))
     latency_systems = names(args.latency_systems, ("service", "connector"))
-    ensure_kafka_jars(CONNECT_LIB, CONNECT_POM)
+    modes = [m.strip() for m in args.tracing.split(",") if m.strip()]
+    if "connector" in systems or "connector" in latency_systems:
+        ensure_kafka_jars(CONNECT_LIB, CONNECT_POM)
     with (
         tempfile.TemporaryDirectory(prefix="ledger-compare-", dir=args.workdir) as tmp,
         servers(Path(tmp)) as (kafka, mongo, pids),
@@ -1019,7 +1082,12 @@ async def run(args: argparse.Namespace) -> None:
                 f"average, {PARTITIONS} partitions)",
                 flush=True,
             )
-            await drains(bench, systems, args.rounds)
+            jaeger = tracing_collector(modes, Path(tmp))
+            try:
+                await drains(bench, systems, args.rounds, modes, jaeger)
+            finally:
+                if jaeger is not None:
+                    jaeger.stop()
         if args.latency_rates and latency_systems:
             results: list[Latency] = []
             for rate in args.latency_rates:
@@ -1053,10 +1121,13 @@ def names(listed: str, known: tuple[str, ...]) -> list[str]:
     return chosen
 
 
-async def drains(bench: Bench, systems: list[str], rounds: int) -> None:
+async def drains(
+    bench: Bench, systems: list[str], rounds: int, modes: list[str], jaeger: Any
+) -> None:
+    """Alternate the systems round by round; with `--tracing`, the service once per mode."""
     results: list[Drain] = []
     for round_ in range(1, rounds + 1):
-        for system in systems:
+        for system in [s for s in systems if s != "service"] if modes else systems:
             if system == "service":
                 drain = await bench.service("every")
             elif system == "latest":
@@ -1068,16 +1139,12 @@ async def drains(bench: Bench, systems: list[str], rounds: int) -> None:
             else:
                 drain = await bench.ceiling(transaction=False)
             results.append(drain)
-            print(
-                f"round {round_}: {drain.system:<40} {drain.rate:>7,.0f} events/s "
-                f"({drain.events:,} in {drain.seconds:.1f}s; CPU µs/event own "
-                f"{drain.per_event_us(0):,.0f}, database {drain.per_event_us(1):,.0f}, "
-                f"broker {drain.per_event_us(2):,.0f})",
-                flush=True,
-            )
+            print_drain(round_, drain)
             if batches := drain.extra.get("batches"):
                 print(f"         per batch: {batches.phase_line()}")
                 print(f"         MongoDB ms per batch: {batches.command_line()}", flush=True)
+        if modes and "service" in systems:
+            results += await traced_drains(bench, modes, jaeger, round_)
     report(results)
 
 
@@ -1245,6 +1312,13 @@ def main() -> None:
         default="consumer",
         help="the service's role: consumer, as a sink is deployed (k8s/), or all (make run), "
         "which also follows the snapshot topic for the HTTP streams",
+    )
+    parser.add_argument(
+        "--tracing",
+        default="",
+        help="comma-separated modes for the service (every): off, on100 (every trace "
+        "sampled), on1 (1 %% of new traces); on exports over OTLP to a local Jaeger "
+        "(dev/jaeger.py). Default: no OTEL_* variable at all, as before",
     )
     parser.add_argument("--workdir", help="where the servers' data and logs go (default /tmp)")
     parser.add_argument("--db-pid", type=int, help="the database's pid, for external servers")

@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from dev import stack
+from dev import jaeger, stack
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("HTTP_PORT", "8080")))
     parser.add_argument("--campaigns", type=int, default=2)
     parser.add_argument("--keep-servers", action="store_true", help="leave Kafka/Mongo up")
+    parser.add_argument("--tracing", action="store_true", help="export traces to a local Jaeger")
     args = parser.parse_args(argv)
 
     print("starting local Kafka and the MongoDB-compatible server …", flush=True)
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         env[key] = value
     env.update(HTTP_PORT=str(args.port), LOG_FORMAT=env.get("LOG_FORMAT", "console"))
     url = f"http://127.0.0.1:{args.port}"
+    traces = jaeger.for_service(env) if args.tracing else None
 
     print("starting campaign-ledger serve …", flush=True)
     service = subprocess.Popen([sys.executable, "-m", "service", "serve"], env=env, cwd=REPO)
@@ -85,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  campaigns     {url}/campaigns")
         print(f"  API spec      {url}/openapi.json   events: {url}/asyncapi.json")
         print(f"  metrics       {url}/metrics")
+        if traces is not None:
+            print(f"  traces        {traces.query_url}/   (Jaeger: query API and trace view)")
         if demo.returncode != 0:
             print(f"(the demo exited with code {demo.returncode}; see its output above)")
         print("Ctrl-C stops the service and the local servers.", flush=True)
@@ -98,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                 service.wait(timeout=40)
             except subprocess.TimeoutExpired:
                 service.kill()
+        if traces is not None:
+            traces.stop()
         if not args.keep_servers:
             stack.main(["down"])
     return 0

@@ -12,6 +12,7 @@ import structlog
 from fastapi import FastAPI
 from faststream.kafka import KafkaBroker
 
+from service.adapters import otel
 from service.adapters.kafka.broker import build_broker
 from service.adapters.kafka.consumer import CommitBehind, register_consumer
 from service.adapters.kafka.follower import OutputTopicsFollower
@@ -196,6 +197,7 @@ def build(settings: Settings | None = None, role: Role = "all") -> Service:
             if consumes:
                 await _stop_consuming(broker, commits, processor, publisher)
             await store.close()
+            await otel.shutdown(tracer_provider)
             log.info("service_stopped")
 
     def asyncapi() -> dict[str, Any]:
@@ -217,6 +219,7 @@ def build(settings: Settings | None = None, role: Role = "all") -> Service:
             analytics_max_seconds=settings.analytics_max_seconds,
             lifespan=lifespan,
         )
+    tracer_provider = otel.configure(app)  # from the OTEL_* variables; None: tracing off
     split_ports(app, settings.http_port, settings.management_port)
     service = Service(
         settings, store, broker, processor, maintenance, health, app, feed, role, watchdog, lag

@@ -10,7 +10,7 @@ import structlog
 
 from service.adapters.mongo_documents import held_record
 from service.adapters.mongo_maintenance import MongoMaintenance
-from service.app import telemetry
+from service.app import telemetry, tracing
 from service.app.outbox import Publisher, dead_letter
 from service.app.store import StoreUnavailable
 from service.domain.ingest import Rejection
@@ -44,6 +44,7 @@ class Maintenance:
         age = 0.0 if oldest is None else (self.clock() - oldest).total_seconds()
         telemetry.HELD_OLDEST_AGE.set(max(0.0, age))
 
+    @tracing.traced_sweep("ledger expire held")
     async def expire_holds(self) -> int:
         """Dead-letter held events whose version did not come in time (contract 5)."""
         now = self.clock()

@@ -26,6 +26,7 @@ import orjson
 import structlog
 from pymongo.errors import PyMongoError
 
+from service.app import tracing
 from service.domain.events import EventType
 from service.domain.ingest import Rejection
 from service.domain.ledger import SemanticRejection
@@ -92,6 +93,7 @@ def snapshot_event(snapshot: dict[str, Any], now: datetime) -> dict[str, Any]:
         "time": iso(now),
         "subject": campaign_id,
         "datacontenttype": "application/json",
+        **tracing.OUTBOUND.get(),  # the batch span's traceparent, when tracing is on
         "data": snapshot,
     }
 
@@ -106,6 +108,7 @@ def rejection_event(rejection: Rejection, now: datetime) -> dict[str, Any]:
         "type": EventType.EVENT_REJECTED.value,
         "time": iso(now),
         "datacontenttype": "application/json",
+        **tracing.trace_attributes(rejection),
         "data": rejection.as_data(),
     }
 

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 
 import structlog
 
-from service.app import telemetry
+from service.app import telemetry, tracing
 from service.app.outbox import (
     OutboxEntry,
     PublishedMarks,
@@ -100,6 +100,7 @@ class BatchProcessor:
         self.marks = PublishedMarks(uuid.uuid4().hex, store.outbox.mark_published)
         self.owned = OwnedCampaigns()
 
+    @tracing.traced_batch
     async def process(self, records: Sequence[RawRecord]) -> BatchResult:
         started = time.perf_counter()
         stamps = [r.timestamp_ms for r in records if r.timestamp_ms is not None]
@@ -114,6 +115,7 @@ class BatchProcessor:
                 rejections.append(decoded)
             else:
                 inbound.append(Inbound(decoded, record))
+        tracing.begin(inbound, rejections)
         changes = Changes()
         for chunk in _chunks(inbound):
             try:
@@ -193,6 +195,7 @@ class BatchProcessor:
             raise ConcurrentUpdate(msg)
         committed = time.perf_counter()
         telemetry.BATCH_PHASE_SECONDS.labels("commit").observe(committed - applied.written)
+        tracing.phases(applied.written, commit=committed)
         # Entries in the outbox collection (dead letters decided by the rules, snapshots too
         # large for their document) go first: a leftover there is older than anything new.
         # Only campaigns this instance does not know to be clean are looked up.
@@ -201,7 +204,9 @@ class BatchProcessor:
         pending += [e for e in applied.stored if e.campaign_id not in unknown]
         await self.publisher.publish(pending + applied.publish)
         self.marks.published_up_to(stamp, now, stored_any=bool(applied.publish))
-        telemetry.BATCH_PHASE_SECONDS.labels("publish").observe(time.perf_counter() - committed)
+        published = time.perf_counter()
+        telemetry.BATCH_PHASE_SECONDS.labels("publish").observe(published - committed)
+        tracing.phases(committed, publish=published)
         self.owned.keep(
             applied.view, applied.changes, campaigns, applied.noted, held_free=applied.none_held
         )
@@ -248,6 +253,8 @@ class BatchProcessor:
         phase.labels("load").observe(loaded - started)
         phase.labels("rules").observe(ruled - loaded)
         phase.labels("write").observe(written - ruled)
+        tracing.phases(started, load=loaded, rules=ruled, write=written)
+        tracing.outcomes(inbound, changes, view)
         publish = [e for entries in untouched.values() for e in entries] + carried + new
         return _Applied(changes, publish, stored, written, view, tx.noted, tx.none_held)
 

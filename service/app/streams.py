@@ -44,9 +44,14 @@ class Snapshot:
     body: bytes  # the snapshot as one line of JSON (the HTTP body and the SSE data line)
     versions: int
     audit_reports: int
+    # The published event's `traceparent` (tracing on where it was published), which a
+    # stream message repeats; None for a snapshot read from MongoDB.
+    traceparent: str | None = None
 
     @classmethod
-    def of(cls, snapshot: dict[str, Any], body: bytes | None = None) -> Snapshot:
+    def of(
+        cls, snapshot: dict[str, Any], body: bytes | None = None, traceparent: str | None = None
+    ) -> Snapshot:
         counts = snapshot.get("counts", {})
         return cls(
             campaign_id=snapshot["campaign_id"],
@@ -55,6 +60,7 @@ class Snapshot:
             body=body if body is not None else orjson.dumps(snapshot),
             versions=counts.get("versions", 0),
             audit_reports=counts.get("audit_reports", 0),
+            traceparent=traceparent,
         )
 
     @property

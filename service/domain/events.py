@@ -268,6 +268,12 @@ class Event:
     type: EventType
     time: datetime
     data: EventData
+    # The CloudEvents Distributed Tracing extension as the producer sent it (structured-mode
+    # attributes or `ce_traceparent` / `ce_tracestate` headers): the ledger's span for the
+    # event continues that trace (service.app.tracing). Not validated here: one that does not
+    # parse only starts a new trace, it never refuses the event.
+    traceparent: str | None = None
+    tracestate: str | None = None
     # `(source, id)` identifies an event; this is its stored form. Computed once: the rules
     # and the store ask for it several times per event.
     key: str = field(init=False, repr=False, compare=False)
@@ -373,6 +379,15 @@ class OutboundCloudEvent(BaseModel):
     time: str
     subject: str | None = None
     datacontenttype: str = "application/json"
+    traceparent: str | None = Field(
+        default=None,
+        description="CloudEvents Distributed Tracing: the W3C trace context of the ledger's "
+        "span that produced this event (present while tracing is on); continue the trace "
+        "from it.",
+    )
+    tracestate: str | None = Field(
+        default=None, description="W3C trace state that goes with `traceparent`, when any."
+    )
 
 
 class SnapshotUpdatedEvent(OutboundCloudEvent):
@@ -405,6 +420,16 @@ class InboundCloudEvent(BaseModel):
     subject: str | None = Field(default=None, description="When set, equal to data.campaign_id.")
     datacontenttype: Annotated[str, StringConstraints(pattern=JSON_MEDIA_TYPE)] | None = Field(
         default=None, description="When set, a JSON media type; data is always a JSON object."
+    )
+    traceparent: str | None = Field(
+        default=None,
+        description="CloudEvents Distributed Tracing: the producer's W3C trace context "
+        "(`00-<trace id>-<span id>-<flags>`; binary mode: header `ce_traceparent`, or a plain "
+        "`traceparent` header). The ledger's span for the event continues that trace; one "
+        "that does not parse starts a new trace and never refuses the event.",
+    )
+    tracestate: str | None = Field(
+        default=None, description="W3C trace state that goes with `traceparent`."
     )
 
 

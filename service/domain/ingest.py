@@ -186,13 +186,24 @@ def _decode(record: RawRecord, max_event_bytes: int) -> Event:
         except ValidationError as error:
             raise Reject("invalid_data", _explain(error, "data.")) from None
     _check_campaign(record, envelope, data.campaign_id)
-    return Event(
+    event = Event(
         source=envelope.source,
         id=envelope.id,
         type=event_type,
         time=envelope.time or _record_time(record),
         data=data,
     )
+    if envelope.__pydantic_extra__:  # extension attributes: perhaps a trace context
+        _trace_context(event, envelope.__pydantic_extra__)
+    return event
+
+
+def _trace_context(event: Event, extra: dict[str, Any]) -> None:
+    """The Distributed Tracing extension's attributes, when they are strings."""
+    traceparent, tracestate = extra.get("traceparent"), extra.get("tracestate")
+    if isinstance(traceparent, str):
+        event.traceparent = traceparent
+        event.tracestate = tracestate if isinstance(tracestate, str) else None
 
 
 def _envelope(document: dict[str, Any]) -> CloudEventEnvelope:

@@ -23,7 +23,8 @@ from typing import Any
 
 import pytest
 
-from tests.integration.harness import Ledger, cloud_event, isolated_settings, running_ledger
+from tests.events import cloud_event
+from tests.integration.harness import Ledger, isolated_settings, running_ledger
 from tests.integration.served import http_server
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -125,7 +126,7 @@ async def test_reviewer_reads_content_diff_chart_and_analytics(
                 "version_id": f"{copy}.v1",
                 "feedback_text": "Warmer tone, and say it is finally here",
             },
-            event_id=feedback_id,
+            id=feedback_id,
         ),
         kind="feedback",
     )
@@ -286,7 +287,7 @@ async def send_history(ledger: Ledger) -> str:
                 cloud_event(
                     "campaign.version.approved",
                     {"campaign_id": campaign, "version_id": f"{artifact}.v{fails + 1}"},
-                    time_=(start + timedelta(weeks=week, hours=fails + 4)).isoformat(),
+                    time=(start + timedelta(weeks=week, hours=fails + 4)).isoformat(),
                 )
             )
     return campaign

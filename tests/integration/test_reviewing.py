@@ -12,14 +12,8 @@ import httpx
 import orjson
 import pytest
 
-from tests.integration.harness import (
-    Ledger,
-    cloud_event,
-    eventually,
-    isolated_settings,
-    new_id,
-    running_ledger,
-)
+from tests.events import cloud_event
+from tests.integration.harness import Ledger, eventually, isolated_settings, new_id, running_ledger
 
 TOKEN = "reviewing-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -78,7 +72,7 @@ def feedback(
             "version_id": version,
             "feedback_text": text,
         },
-        event_id=event_id,
+        id=event_id,
     )
 
 
@@ -86,7 +80,7 @@ def approved(campaign: str, version: str, at: str) -> dict[str, Any]:
     return cloud_event(
         "campaign.version.approved",
         {"campaign_id": campaign, "version_id": version, "approved_by": "reviewer"},
-        time_=at,
+        time=at,
     )
 
 

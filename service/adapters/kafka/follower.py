@@ -136,15 +136,18 @@ class OutputTopicsFollower:
                         )
 
     def _snapshot(self, value: bytes | None) -> None:
-        data = _data(value)
+        event = _event(value)
+        data = _data(event)
         if data is None or not isinstance(data.get("campaign_id"), str):
             return
         if not isinstance(data.get("revision"), int):
             return
-        self.feed.published(Snapshot.of(data))
+        traceparent = event.get("traceparent")
+        traceparent = traceparent if isinstance(traceparent, str) else None
+        self.feed.published(Snapshot.of(data, traceparent=traceparent))
 
     def _dead_letter(self, value: bytes | None, timestamp_ms: int) -> None:
-        data = _data(value)
+        data = _data(_event(value))
         if data is not None:
             self.dead_letters.add(timestamp_ms / 1000, data)
 
@@ -157,11 +160,15 @@ class OutputTopicsFollower:
             await self._consumer.stop()
 
 
-def _data(value: bytes | None) -> dict[str, Any] | None:
-    """`data` of a CloudEvent this service published (structured mode)."""
+def _event(value: bytes | None) -> dict[str, Any]:
+    """A CloudEvent this service published (structured mode); empty when it is not one."""
     try:
         event = orjson.loads(value or b"")
     except orjson.JSONDecodeError:
-        return None
-    data = event.get("data") if isinstance(event, dict) else None
+        return {}
+    return event if isinstance(event, dict) else {}
+
+
+def _data(event: dict[str, Any]) -> dict[str, Any] | None:
+    data = event.get("data")
     return data if isinstance(data, dict) else None

@@ -23,8 +23,9 @@ _HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
         "content": {EVENT_STREAM: {"schema": {"type": "string"}}},
-        "description": "`event: snapshot` (or `deleted`), `id`, `data`: the snapshot as one "
-        "line of JSON; a comment line at least every 15 s while idle",
+        "description": "`event: snapshot` (or `deleted`), `id`, `traceparent` (when the "
+        "published snapshot carries one), `data`: the snapshot as one line of JSON; a "
+        "comment line at least every 15 s while idle",
     },
     503: {
         "model": Problem,
@@ -36,7 +37,22 @@ _STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 def message(snapshot: Snapshot, event_id: str) -> bytes:
     kind = b"deleted" if snapshot.deleted else b"snapshot"
+    if snapshot.traceparent is not None:
+        return _traced_message(kind, event_id, snapshot)
     return b"event: %s\nid: %s\ndata: %s\n\n" % (kind, event_id.encode(), snapshot.body)
+
+
+def _traced_message(kind: bytes, event_id: str, snapshot: Snapshot) -> bytes:
+    """A `traceparent` field before `data`: the trace the published snapshot carries, so a
+    dashboard can continue it. EventSource ignores fields it does not know (per the HTML
+    specification), so browsers see the same message."""
+    trace = "".join(ch for ch in snapshot.traceparent or "" if ch not in "\r\n").encode()
+    return b"event: %s\nid: %s\ntraceparent: %s\ndata: %s\n\n" % (
+        kind,
+        event_id.encode(),
+        trace,
+        snapshot.body,
+    )
 
 
 def _last_event_id(value: str | None) -> int:

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 ASYNCAPI_PARSER := dev/asyncapi/node_modules/.package-lock.json
 
-.PHONY: help venv run test test-unit lint format schemas bench bench-compare stack-up stack-down clean
+.PHONY: help venv run test test-unit lint format schemas bench bench-compare stack-up stack-down clean toxiproxy
 
 help:
 	@echo "make run     start Kafka, MongoDB-compatible server, the service and a demo flow"
@@ -13,6 +13,7 @@ help:
 	@echo "make lint    ruff, ruff format --check, mypy, schema drift, manifests (make lint-k8s)"
 	@echo "make bench   throughput, snapshot-read, stream and many-viewer benchmarks (prints figures)"
 	@echo "make schemas regenerate schemas/ from the code"
+	@echo "make toxiproxy  build the fault proxy of the network-fault tests into .cache/tools"
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,7 +26,7 @@ venv: $(INSTALLED)
 run: venv
 	$(PY) -m dev.run
 
-test: venv
+test: venv toxiproxy
 	$(PY) -m pytest
 
 test-unit: venv
@@ -80,6 +81,20 @@ GO_PACKAGE_kube-score := github.com/zegl/kube-score/cmd/kube-score
 $(TOOLS)/bin/crdtypes: k8s/lint/crdtypes/main.go k8s/lint/crdtypes/go.mod k8s/lint/crdtypes/go.sum
 	mkdir -p $(TOOLS)/bin
 	cd k8s/lint/crdtypes && go build -o $(abspath $@) .
+
+# Toxiproxy (server and CLI) for the network-fault scenarios (tests/chaos/test_network_faults.py,
+# bench/soak.py): a TCP proxy whose latency, resets, black holes and bandwidth the tests set.
+# Its binaries are called `server` and `cli`, so each is built into a GOBIN of its own.
+TOXIPROXY_VERSION := v2.5.0
+TOXIPROXY := $(TOOLS)/bin/toxiproxy-server-$(TOXIPROXY_VERSION) $(TOOLS)/bin/toxiproxy-cli-$(TOXIPROXY_VERSION)
+toxiproxy: $(TOXIPROXY)
+
+$(TOOLS)/bin/toxiproxy-%-$(TOXIPROXY_VERSION):
+	mkdir -p $(TOOLS)/bin $(TOOLS)/gobin-toxiproxy-$*
+	GOBIN=$(abspath $(TOOLS)/gobin-toxiproxy-$*) GOFLAGS=-mod=mod \
+		go install github.com/Shopify/toxiproxy/v2/cmd/$*@$(TOXIPROXY_VERSION)
+	mv $(TOOLS)/gobin-toxiproxy-$*/$* $@
+	ln -sf $(notdir $@) $(TOOLS)/bin/toxiproxy-$*
 
 $(TOOLS)/venv/.installed: k8s/lint/requirements.txt
 	test -x $(TOOLS)/venv/bin/python || $(PYTHON) -m venv $(TOOLS)/venv

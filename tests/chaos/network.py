@@ -340,6 +340,26 @@ class Monitor:
                 return sample.at - fault_end
         return None
 
+    def effect(self, fault_start: float, fault_end: float) -> str:
+        """How the fault showed from outside: the snapshot rate before and during it, and the
+        highest lag during it and until caught up (evidence that it bit)."""
+
+        def rate(samples: list[Sample]) -> float | None:
+            known = [s for s in samples if s.snapshots is not None]
+            if len(known) < 2 or known[-1].at <= known[0].at:
+                return None
+            published = (known[-1].snapshots or 0) - (known[0].snapshots or 0)
+            return published / (known[-1].at - known[0].at)
+
+        before = rate([s for s in self.samples if s.at < fault_start])
+        during = rate(self.between(fault_start, fault_end))
+        peak = max((s.lag or 0 for s in self.samples if s.at >= fault_start), default=0)
+
+        def shown(value: float | None) -> str:
+            return "?" if value is None else f"{value:.0f}"
+
+        return f"snapshots/s {shown(before)} before, {shown(during)} during; peak lag {peak}"
+
     def caught_up(self, fault_start: float, fault_end: float) -> float | None:
         """Seconds from the fault's end until the lag is back to what it was before it."""
         steady = [s.lag for s in self.samples if s.at < fault_start and s.lag is not None]
@@ -400,10 +420,11 @@ class Hostile:
             "data": {"campaign_id": self.campaign, "artifact_id": "a"},  # no type, no content
         }
         return [
-            ("artifact", b"{not json", "not_json"),
+            # (not on the artifact topic: the accounting reads it for the versions' order)
+            ("feedback", b"{not json", "not_json"),
             ("lifecycle", orjson.dumps({"hello": "world"}), "not_cloudevent"),
             ("audit", orjson.dumps(unknown), "unknown_type"),
-            ("artifact", orjson.dumps(invalid), "invalid_data"),
+            ("lifecycle", orjson.dumps(invalid), "invalid_data"),
         ]
 
     async def send(self, count: int = 4) -> None:

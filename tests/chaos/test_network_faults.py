@@ -177,6 +177,7 @@ async def run_scenario(
             part
             for part in (
                 notes,
+                monitor.effect(fault_start, fault_end),
                 f"republished revisions {found.republished}" if found.republished else "",
                 f"dead letters sent again {letters.repeated}" if letters.repeated else "",
             )

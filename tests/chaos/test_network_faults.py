@@ -368,7 +368,7 @@ async def test_kafka_bandwidth_large_snapshots(
 ) -> None:
     """64 KB/s on the Kafka link while snapshots are large (campaigns of 200 artifacts)."""
     artifacts = 200
-    big, follow = large_campaigns(3, artifacts, follow_up=120, seed=random.randrange(1 << 30))
+    big, follow = large_campaigns(4, artifacts, follow_up=500, seed=random.randrange(1 << 30))
     run = await run_scenario(
         rig,
         tmp_path,

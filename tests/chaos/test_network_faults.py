@@ -104,8 +104,8 @@ async def run_scenario(
     strict_order: bool = True,
     prelude: Sequence[Outgoing] = (),
     extra: Sequence[Outgoing] = (),
-    before: float = 10.0,
-    after: float = 15.0,
+    before: float = 8.0,
+    after: float = 12.0,
 ) -> Run:
     """Steady load; `apply` at `before` s; `during` (or a sleep) for `fault_seconds`; heal;
     load for `after` s more; settle; the full accounting."""

@@ -158,7 +158,9 @@ async def _soak(rig: NetworkRig, minutes: float, rate: float, work_dir: Path) ->
     summary = Summary(
         windows, monitor, found, letters, len(hostile.sent), len(sender.sent), restarts
     )
-    return summary.verdict(settled, began, dict(rig.cutter.cuts), expected, applied)
+    return summary.verdict(
+        settled, began, {str(k): n for k, n in rig.cutter.cuts.items()}, expected, applied
+    )
 
 
 async def _steady_load(sender: Sender, hostile: Hostile, rate: float, until: float) -> None:

@@ -35,6 +35,7 @@ import pytest
 from tests.chaos.network import (
     KAFKA_PROXY,
     MONGO_PROXY,
+    CutMode,
     DeadLetters,
     Hostile,
     Monitor,
@@ -257,7 +258,7 @@ async def test_mongo_reset_during_commit(rig: NetworkRig, tmp_path: Path, figure
 
     async def cut(seconds: float) -> str:
         deadline = time.monotonic() + seconds
-        modes = ("before", "after")
+        modes: tuple[CutMode, CutMode] = ("before", "after")
         n = 0
         while n < cuts_wanted and time.monotonic() < deadline:
             if await rig.cutter.cut_next(

@@ -26,7 +26,7 @@ import asyncio
 import os
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,10 +66,16 @@ async def rig(
 
 
 @pytest.fixture(scope="module")
-def figures(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def figures(
+    tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+) -> Iterator[Path]:
+    """The table's file; the whole table goes to the terminal after the last scenario."""
     path = tmp_path_factory.getbasetemp() / "network-faults.md"
     path.write_text(ScenarioResult.HEADER + "\n")
-    return path
+    yield path
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"\nnetwork faults ({path}):\n{path.read_text()}")
 
 
 @dataclass
@@ -328,7 +334,8 @@ async def test_mongo_unreachable(rig: NetworkRig, tmp_path: Path, figures: Path)
     )
     assert slowest <= READINESS_TIMEOUT + 1.0, f"/readyz answered in {slowest:.1f} s"
     assert first_unhealthy is not None, "/healthz never failed although the watchdog limit passed"
-    assert first_unhealthy >= stall_seconds - 3.0, (
+    # the watchdog counts from the last commit, a moment before the fault: some slack
+    assert first_unhealthy >= stall_seconds - 8.0, (
         f"/healthz failed after {first_unhealthy:.1f} s, before the watchdog's {stall_seconds} s"
     )
     assert healthy_after is not None, "/healthz never came back after MongoDB did"

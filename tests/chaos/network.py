@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 import struct
 import time
@@ -28,12 +29,14 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import httpx
 import orjson
 from aiokafka import AIOKafkaProducer
+from pymongo.uri_parser import parse_uri
 
 from dev.stack import KafkaListener, KafkaServer, free_ports
 from dev.toxiproxy import Toxiproxy, ToxiproxyServer
@@ -213,8 +216,6 @@ class NetworkRig:
 @contextlib.asynccontextmanager
 async def network_rig(work_dir: Path, mongo_uri: str) -> AsyncIterator[NetworkRig]:
     """Start Toxiproxy and the proxied broker; proxies for Kafka and MongoDB (and the cutter)."""
-    from pymongo.uri_parser import parse_uri  # noqa: PLC0415 - only the rig needs it
-
     mongo_host, mongo_port = parse_uri(mongo_uri)["nodelist"][0]
     api_port, kafka_proxy_port, mongo_proxy_port, cut_proxy_port = free_ports(4)
     toxiproxy = await asyncio.to_thread(
@@ -405,7 +406,7 @@ class Hostile:
             "specversion": "1.0",
             "id": f"{self.campaign}-h{self._n}",
             "source": SOURCES["artifact"],
-            "time": iso(time_now()),
+            "time": iso(datetime.now(UTC)),
             "datacontenttype": "application/json",
         }
         unknown = {
@@ -438,12 +439,6 @@ class Hostile:
                 self.sent.append(HostileRecord(meta.topic, meta.partition, meta.offset, reason))
         finally:
             await producer.stop()
-
-
-def time_now() -> Any:
-    from datetime import UTC, datetime  # noqa: PLC0415
-
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -489,12 +484,10 @@ def large_campaigns(
     """Campaigns of `artifacts` artifacts each (large snapshots). First: created and a first
     version of every artifact; then `follow_up` events per campaign among audits, feedback,
     approvals and new versions, interleaved across campaigns."""
-    import random  # noqa: PLC0415
-
     rng = random.Random(seed)
     prefix = f"big{uuid.uuid4().hex[:5]}"
     counter = 0
-    start = time_now()
+    start = datetime.now(UTC)
 
     def event(kind: str, type_: str, data: dict[str, Any]) -> Outgoing:
         nonlocal counter

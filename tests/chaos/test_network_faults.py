@@ -74,8 +74,10 @@ def figures(
     path.write_text(ScenarioResult.HEADER + "\n")
     yield path
     reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"\nnetwork faults ({path}):\n{path.read_text()}")
+    capture = pytestconfig.pluginmanager.get_plugin("capturemanager")
+    if reporter is not None and capture is not None:
+        with capture.global_and_fixture_disabled():  # teardown output is captured otherwise
+            reporter.write_line(f"\n\nnetwork faults ({path}):\n{path.read_text()}")
 
 
 @dataclass

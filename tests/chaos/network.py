@@ -362,8 +362,13 @@ class Monitor:
         return f"snapshots/s {shown(before)} before, {shown(during)} during; peak lag {peak}"
 
     def caught_up(self, fault_start: float, fault_end: float) -> float | None:
-        """Seconds from the fault's end until the lag is back to what it was before it."""
-        steady = [s.lag for s in self.samples if s.at < fault_start and s.lag is not None]
+        """Seconds from the fault's end until the lag is back to what it was in the 30 s
+        before it (at most 50 records more)."""
+        steady = [
+            s.lag
+            for s in self.samples
+            if fault_start - 30 <= s.at < fault_start and s.lag is not None
+        ]
         normal = max(max(steady, default=0), 50)
         for sample in self.samples:
             if sample.at > fault_end and sample.lag is not None and sample.lag <= normal:

@@ -363,7 +363,7 @@ class Monitor:
 
     def caught_up(self, fault_start: float, fault_end: float) -> float | None:
         """Seconds from the fault's end until the lag is back to what it was in the 30 s
-        before it (at most 50 records more)."""
+        before it (or to 50 records, if that is more)."""
         steady = [
             s.lag
             for s in self.samples

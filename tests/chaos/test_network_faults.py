@@ -15,7 +15,7 @@ Each test adds one row to the figures table (printed, and kept in network-faults
 pytest's base temp dir): recovery (fault end to the first snapshot published after it), lag
 back to normal, lost, duplicated, dead letters caused, restarts.
 
-Fault lengths are shortened for CI where the issue's would make the suite too long; set
+Fault lengths are shortened for CI where the full ones would make the suite too long; set
 NETWORK_FAULTS_FULL=1 for the full ones (60 s latency, 45 s Kafka away, 60 s loss).
 `python -m bench.soak` cycles all of them for 30 minutes.
 """

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 ASYNCAPI_PARSER := dev/asyncapi/node_modules/.package-lock.json
 
-.PHONY: help venv run test test-unit lint format schemas bench bench-compare stack-up stack-down clean
+.PHONY: help venv run test test-unit lint format schemas bench bench-compare stack-up stack-down clean toxiproxy
 
 help:
 	@echo "make run     start Kafka, MongoDB-compatible server, the service and a demo flow"
@@ -14,6 +14,7 @@ help:
 	@echo "make bench   throughput, snapshot-read, stream, many-viewer and analytics benchmarks (prints figures)"
 	@echo "make bench-compare  beside the MongoDB sink connector and the raw ceiling (bench/README.md)"
 	@echo "make schemas regenerate schemas/ from the code"
+	@echo "make toxiproxy  build the fault proxy of the network-fault tests into .cache/tools"
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,7 +28,7 @@ venv: $(INSTALLED)
 run: venv $(if $(TRACING),jaeger)
 	$(PY) -m dev.run $(if $(TRACING),--tracing)
 
-test: venv jaeger
+test: venv jaeger toxiproxy
 	$(PY) -m pytest
 
 test-unit: venv
@@ -99,6 +100,20 @@ $(JAEGER):
 		| $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["Dir"])')" \
 		&& GOFLAGS=-mod=readonly go build -o $(abspath $@).tmp ./cmd/jaeger
 	mv $@.tmp $@
+
+# Toxiproxy (server and CLI) for the network-fault scenarios (tests/chaos/test_network_faults.py,
+# bench/soak.py): a TCP proxy whose latency, resets, black holes and bandwidth the tests set.
+# Its binaries are called `server` and `cli`, so each is built into a GOBIN of its own.
+TOXIPROXY_VERSION := v2.5.0
+TOXIPROXY := $(TOOLS)/bin/toxiproxy-server-$(TOXIPROXY_VERSION) $(TOOLS)/bin/toxiproxy-cli-$(TOXIPROXY_VERSION)
+toxiproxy: $(TOXIPROXY)
+
+$(TOOLS)/bin/toxiproxy-%-$(TOXIPROXY_VERSION):
+	mkdir -p $(TOOLS)/bin $(TOOLS)/gobin-toxiproxy-$*
+	GOBIN=$(abspath $(TOOLS)/gobin-toxiproxy-$*) GOFLAGS=-mod=mod \
+		go install github.com/Shopify/toxiproxy/v2/cmd/$*@$(TOXIPROXY_VERSION)
+	mv $(TOOLS)/gobin-toxiproxy-$*/$* $@
+	ln -sf $(notdir $@) $(TOOLS)/bin/toxiproxy-$*
 
 $(TOOLS)/venv/.installed: k8s/lint/requirements.txt
 	test -x $(TOOLS)/venv/bin/python || $(PYTHON) -m venv $(TOOLS)/venv

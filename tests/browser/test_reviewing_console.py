@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,7 @@ from typing import Any
 import pytest
 
 from tests.events import cloud_event
-from tests.integration.harness import Ledger, isolated_settings, running_ledger
-from tests.integration.served import http_server
+from tests.integration.harness import Ledger
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 ROOT = Path(__file__).resolve().parents[2]
@@ -40,7 +38,7 @@ if not CHROMIUM.exists() and not shutil.which("chromium"):
         allow_module_level=True,
     )
 
-from playwright.async_api import Dialog, Page, async_playwright, expect  # noqa: E402
+from playwright.async_api import Dialog, Page, expect  # noqa: E402
 
 MARKUP = {
     "headline": "<script>alert(1)</script>",
@@ -76,28 +74,8 @@ def audit(campaign: str, version_id: str, outcome: str, brand: int, clarity: int
 
 
 @pytest.fixture
-async def served(kafka_bootstrap: str, mongodb_uri: str) -> AsyncIterator[tuple[Ledger, str]]:
-    settings = isolated_settings(kafka_bootstrap, mongodb_uri, api_tokens=TOKEN)
-    async with running_ledger(settings) as ledger, http_server(ledger.service) as url:
-        yield ledger, url
-
-
-@pytest.fixture
-async def page() -> AsyncIterator[Page]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox", "--disable-gpu"]
-        )
-        context = await browser.new_context(viewport={"width": 1280, "height": 1000})
-        blocked: list[str] = []
-        page = await context.new_page()
-        page.on(
-            "request",
-            lambda r: None if r.url.startswith("http://127.0.0.1") else blocked.append(r.url),
-        )
-        yield page
-        assert not blocked, f"the console requested something elsewhere: {blocked}"
-        await browser.close()
+def api_token() -> str:
+    return TOKEN
 
 
 async def test_reviewer_reads_content_diff_chart_and_analytics(

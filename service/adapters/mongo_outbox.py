@@ -172,15 +172,7 @@ class MongoOutbox:
             {"campaign_id": {"$in": list(campaign_ids)}},
             sort=[("campaign_id", 1), ("revision", 1), ("_id", 1)],
         )
-        return [
-            _entry(doc["campaign_id"], e, chunk=doc["_id"])
-            for doc in await cursor.to_list()
-            for e in doc["entries"]
-        ]
-
-    async def any_pending(self) -> bool:
-        """Whether the outbox collection holds anything at all (one index probe)."""
-        return await self.db[cols.OUTBOX].find_one({}, {"_id": 1}) is not None
+        return stored_entries(await cursor.to_list())
 
     async def mark_published(self, stamp: Stamp, now: datetime) -> None:
         """Every entry `stamp.writer` stored up to batch `stamp.batch` is published: a later

@@ -123,7 +123,7 @@ class Transaction:
                     if doc.get("tombstone")
                     else CampaignState.restore(doc["snapshot"], doc["private"])
                 )
-        if ids := _unknown_artifacts(view, keys.get("artifact", set())):
+        if ids := view.owners_in_states(keys.get("artifact", set())):
             found = await self._find(
                 cols.ARTIFACTS, {"_id": {"$in": list(ids)}}, {"campaign_id": 1, "artifact_type": 1}
             )
@@ -409,18 +409,3 @@ class MongoStore:
             raise classify(error) from error
         except (TypeError, ValueError, OverflowError) as error:  # BSON could not encode it
             raise StoreRejected(f"{type(error).__name__}: {error}") from error
-
-
-def _unknown_artifacts(view: View, ids: set[str]) -> set[str]:
-    """The artifact ids whose owner only the artifacts collection can tell.
-
-    One in a loaded campaign's state belongs to that campaign (ids are global, and an
-    owner is checked when an artifact is created): its owner goes into the view unread.
-    """
-    for state in view.campaigns.values():
-        if state is None:
-            continue
-        for artifact_id in ids & state.artifacts.keys():
-            artifact = state.artifacts[artifact_id]
-            view.artifact_owners[artifact_id] = (state.campaign_id, artifact.artifact_type)
-    return ids - view.artifact_owners.keys()

@@ -35,10 +35,9 @@ class Owned:
     state: CampaignState
     noted: datetime | None  # when its delete was applied, for the retention
     held_free: bool  # no event waits for any of its versions
-    outbox_clean: bool  # nothing of it waits in the outbox collection
 
 
-def _assume_new(view: View, keys: dict[str, set[str]], states: list[CampaignState]) -> None:
+def _assume_new(view: View, keys: dict[str, set[str]]) -> None:
     """Take every event, new version, artifact and run of the batch for new, unread.
 
     Each of them is written with a unique `_id` (the processed mark, the version, the
@@ -52,14 +51,10 @@ def _assume_new(view: View, keys: dict[str, set[str]], states: list[CampaignStat
     for version_id in new_versions:
         view.versions.setdefault(version_id, None)
     keys["version"] -= new_versions
-    artifacts = {a: s for s in states for a in s.artifacts}
-    for artifact_id in keys["artifact"]:
-        owner = artifacts.get(artifact_id)
-        view.artifact_owners[artifact_id] = (
-            (owner.campaign_id, owner.artifacts[artifact_id].artifact_type) if owner else None
-        )
+    for artifact_id in view.owners_in_states(keys["artifact"]):
+        view.artifact_owners[artifact_id] = None
     keys["artifact"] = set()
-    runs = {r: s.campaign_id for s in states for r in s.runs}
+    runs = {r: s.campaign_id for s in view.campaigns.values() if s for r in s.runs}
     for run_id in keys["run"]:
         view.run_owners[run_id] = runs.get(run_id)
     keys["run"] = set()
@@ -69,12 +64,6 @@ class OwnedCampaigns:
     def __init__(self, limit: int = LIMIT) -> None:
         self.limit = limit
         self._items: OrderedDict[str, Owned] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def get(self, campaign_id: str) -> Owned | None:
-        return self._items.get(campaign_id)
 
     def covers(self, campaigns: Iterable[str]) -> bool:
         """Every one of `campaigns` is known: a batch of them reads nothing up front."""
@@ -94,7 +83,7 @@ class OwnedCampaigns:
             # Nothing waits for any version of these campaigns: no lookup of held events.
             for version_id in keys["held"]:
                 view.held[version_id] = []
-        _assume_new(view, keys, [o.state for o in known.values()])
+        _assume_new(view, keys)
         keys["held"] = set()
         return known
 
@@ -120,15 +109,15 @@ class OwnedCampaigns:
                 noted.get(cid),
                 held_free=cid not in holding
                 and (held_free or (before is not None and before.held_free)),
-                outbox_clean=True,
             )
             self._items.move_to_end(cid)
         while len(self._items) > self.limit:
             self._items.popitem(last=False)
 
     def outbox_unknown(self, campaigns: Iterable[str]) -> set[str]:
-        """Those of `campaigns` that may have unpublished entries in the outbox collection."""
-        return {c for c in campaigns if not ((o := self._items.get(c)) and o.outbox_clean)}
+        """Those of `campaigns` that may have unpublished entries in the outbox collection: a
+        kept campaign has none (it is kept only after its batch was published)."""
+        return {c for c in campaigns if c not in self._items}
 
     def forget(self, campaigns: Iterable[str] | None = None) -> None:
         if campaigns is None:

@@ -157,6 +157,20 @@ class View:
             raise Missing("campaign", campaign_id)
         return self.campaigns[campaign_id]
 
+    def owners_in_states(self, artifact_ids: set[str]) -> set[str]:
+        """Note the owner of each of these artifacts that a loaded campaign's state holds, and
+        return the others: those whose owner only the artifacts collection can tell.
+
+        One in a loaded campaign's state belongs to that campaign (ids are global, and an
+        owner is checked when an artifact is created)."""
+        for state in self.campaigns.values():
+            if state is None:
+                continue
+            for artifact_id in artifact_ids & state.artifacts.keys():
+                artifact = state.artifacts[artifact_id]
+                self.artifact_owners[artifact_id] = (state.campaign_id, artifact.artifact_type)
+        return artifact_ids - self.artifact_owners.keys()
+
     def artifact_owner(self, artifact_id: str) -> tuple[str, str] | None:
         if artifact_id not in self.artifact_owners:
             raise Missing("artifact", artifact_id)

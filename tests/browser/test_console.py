@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.events import cloud_event
+from tests.events import cloud_event, lifecycle
 from tests.integration.harness import Ledger
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -36,12 +36,8 @@ if not CHROMIUM.exists() and not shutil.which("chromium"):
 from playwright.async_api import Page, expect  # noqa: E402
 
 
-def event(event_type: str, campaign: str, **data: Any) -> dict[str, Any]:
-    return cloud_event(event_type, {"campaign_id": campaign, **data})
-
-
 def version(campaign: str, artifact: str, n: int, **extra: Any) -> dict[str, Any]:
-    return event(
+    return lifecycle(
         "campaign.artifact.generated",
         campaign,
         artifact_id=artifact,
@@ -54,7 +50,7 @@ def version(campaign: str, artifact: str, n: int, **extra: Any) -> dict[str, Any
 
 
 def audit(campaign: str, version_id: str, outcome: str, score: int) -> dict[str, Any]:
-    return event(
+    return lifecycle(
         "campaign.audit.completed",
         campaign,
         version_id=version_id,
@@ -74,8 +70,8 @@ async def test_console_shows_a_campaign_and_follows_it_live(
     ledger, url = served
     campaign = f"spring-{uuid.uuid4().hex[:6]}"
     copy, visual = f"{campaign}.copy", f"{campaign}.visual"
-    await ledger.send(event("campaign.created", campaign, name="Spring launch (browser test)"))
-    await ledger.send(event("campaign.run.started", campaign, run_id=f"{campaign}.run-1"))
+    await ledger.send(lifecycle("campaign.created", campaign, name="Spring launch (browser test)"))
+    await ledger.send(lifecycle("campaign.run.started", campaign, run_id=f"{campaign}.run-1"))
     await ledger.send(version(campaign, copy, 1))
     await ledger.send(audit(campaign, f"{copy}.v1", "fail", 48))
     await ledger.send(version(campaign, visual, 1))
@@ -117,9 +113,11 @@ async def test_console_shows_a_campaign_and_follows_it_live(
         version(campaign, copy, 2, parent_version_id=f"{copy}.v1", feedback_id=feedback_id)
     )
     await ledger.send(audit(campaign, f"{copy}.v2", "pass", 88))
-    await ledger.send(event("campaign.version.approved", campaign, version_id=f"{copy}.v2"))
+    await ledger.send(lifecycle("campaign.version.approved", campaign, version_id=f"{copy}.v2"))
     await ledger.send(
-        event("campaign.run.completed", campaign, run_id=f"{campaign}.run-1", status="completed")
+        lifecycle(
+            "campaign.run.completed", campaign, run_id=f"{campaign}.run-1", status="completed"
+        )
     )
     await ledger.wait_revision(campaign, 11)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.events import cloud_event
+from tests.events import cloud_event, lifecycle
 from tests.integration.harness import Ledger
 
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
@@ -47,12 +47,8 @@ MARKUP = {
 }
 
 
-def event(event_type: str, campaign: str, **data: Any) -> dict[str, Any]:
-    return cloud_event(event_type, {"campaign_id": campaign, **data})
-
-
 def version(campaign: str, artifact: str, n: int, content: dict[str, Any], **extra: Any) -> Any:
-    return event(
+    return lifecycle(
         "campaign.artifact.generated",
         campaign,
         artifact_id=artifact,
@@ -64,7 +60,7 @@ def version(campaign: str, artifact: str, n: int, content: dict[str, Any], **ext
 
 
 def audit(campaign: str, version_id: str, outcome: str, brand: int, clarity: int) -> Any:
-    return event(
+    return lifecycle(
         "campaign.audit.completed",
         campaign,
         version_id=version_id,
@@ -85,7 +81,7 @@ async def test_reviewer_reads_content_diff_chart_and_analytics(
     campaign = f"review-{uuid.uuid4().hex[:6]}"
     copy, markup = f"{campaign}.copy", f"{campaign}.markup"
     feedback_id = uuid.uuid4().hex
-    await ledger.send(event("campaign.created", campaign, name="Spring review (browser test)"))
+    await ledger.send(lifecycle("campaign.created", campaign, name="Spring review (browser test)"))
     await ledger.send(
         version(
             campaign,

@@ -29,9 +29,21 @@ the raw database ceiling, on one broker, one database and the same events.
      moment, on the wall clock, to the `_insertedTS` of the event's document, read back after
      the phase. The strategy stamps it while building the write, before the bulk write goes
      out, in whole milliseconds: the write itself is left out, a few ms in the connector's
-     favour.
+     favour. So from the same events of the same phase a second measure, comparable with the
+     service's: from the same moment to the document seen by a reader in the bench process
+     (the wall clock), the connector's write and commit (synced) included as the service's
+     figure includes its own write, commit and publication. The reader is a change stream
+     (`watch()`, `fullDocument: updateLookup`; the upserts of new `_id`s are inserts, whose
+     events carry the document) opened before the steady sending. Its own delay is measured
+     in the same phase, once the connector is warm and before the sending: the bench inserts
+     200 documents one at a time at 50/s, each acknowledged, into a scratch collection read
+     the same way, acknowledged -> seen. Past a 3 ms p50 a reader polling a `find` sorted by
+     `_id` every 2 ms is measured too, and the one with the smaller p50 reads the phase (on
+     SecantusDB a change stream's getMore waits on the oplog's condition variable, woken by
+     each commit: the change stream, within a ms).
    One table holds p50 / p99 / max of both at each rate and the service's ratio to the
-   connector.
+   connector's `_insertedTS`; a second one the connector's document seen by the reader and the
+   service's ratio to it, with the reader's control delay and which reader it was.
 3. `--fill N` (1,000,000 without N): one service process drains N events, 20,000 at a time,
    into one database; after each step the raw ceiling upserts the same events into a
    database of its own at the same fill. The drain rates and the service's RSS are printed
@@ -66,8 +78,11 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from bson import ObjectId
 from prometheus_client.parser import text_string_to_metric_families
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.change_stream import AsyncCollectionChangeStream
+from pymongo.asynchronous.collection import AsyncCollection
 
 from bench.__main__ import Child
 from bench.events import artifact_events, campaign_ids, event_id, version_id
@@ -89,6 +104,14 @@ LIVE_CAMPAIGNS = 50
 # without any batch (the maintenance sweep runs every 5 s by default).
 QUIET_SECONDS = 5.0
 CONNECTOR = "MongoDB sink connector"
+CONNECTOR_SEEN = f"{CONNECTOR}, seen by a reader"
+# The reader's own delay (the control of the connector's phase): documents the bench inserts
+# one at a time, each acknowledged, into a scratch collection watched the same way.
+CONTROL_DOCUMENTS = 200
+CONTROL_RATE = 50.0
+# A change stream slower than this (p50 of the control, ms) is tried against a polling reader.
+STREAM_DELAY_LIMIT = 3.0
+POLL_INTERVAL = 0.002
 
 Document = dict[str, Any]
 Record = tuple[bytes, bytes]  # (key, value)
@@ -618,14 +641,10 @@ async def send_steady(
     return sent
 
 
-@dataclass
-class Latency:
-    system: str
-    rate: float
-    delays: list[float]  # milliseconds, one per event
-    seconds: float  # the live phase, from the first send to the last result
-    batches: Batches | None = None  # the service's, over the live phase
-    quiet: Batches | None = None  # the service's, over QUIET_SECONDS without events
+class Spread:
+    """p50 / p99 / max of `delays` (milliseconds), sorted once made."""
+
+    delays: list[float]
 
     def __post_init__(self) -> None:
         self.delays.sort()
@@ -644,6 +663,44 @@ class Latency:
 
     def spread(self) -> str:
         return f"{ms(self.p50)} / {ms(self.p99)} / {ms(self.max)}"
+
+
+@dataclass
+class Control(Spread):
+    """A reader's own delay on this server: documents inserted one at a time by the bench,
+    from each one acknowledged to the reader seeing it."""
+
+    reader: type[Reader]
+    delays: list[float]  # milliseconds, seen - acknowledged, one per document
+    rejected: list[Control] = field(default_factory=list)  # readers tried and slower
+
+    @property
+    def method(self) -> str:
+        return self.reader.method
+
+    def line(self) -> str:
+        others = "".join(
+            f"; {c.method} tried: p50 / p99 / max {c.spread()} ms, slower" for c in self.rejected
+        )
+        return (
+            f"reader: {self.method}; its own delay on this server (control: "
+            f"{len(self.delays)} documents inserted one at a time at {CONTROL_RATE:.0f}/s into a "
+            f"scratch collection, acknowledged -> seen) p50 / p99 / max {self.spread()} ms{others}"
+        )
+
+
+@dataclass
+class Latency(Spread):
+    system: str
+    rate: float
+    delays: list[float]  # milliseconds, one per event
+    seconds: float  # the live phase, from the first send to the last result
+    batches: Batches | None = None  # the service's, over the live phase
+    quiet: Batches | None = None  # the service's, over QUIET_SECONDS without events
+    # The connector's: the same events, handed to the producer -> the document seen by a
+    # reader in the bench process (its write and commit included), and that reader's control.
+    seen: Latency | None = None
+    control: Control | None = None
 
     def background_line(self) -> str:
         """The commands sent without any batch, per second while quiet, and what they come
@@ -738,8 +795,170 @@ async def service_latency(
     )
 
 
+class Reader:
+    """A reader in the bench process: the wall clock at which it first saw each document, by
+    the document's `id` (the event's id, or a control document's). `start` before the writes
+    it should see; `stop` ends it within a round trip."""
+
+    method = ""
+
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
+        self.collection = collection
+        self.seen: dict[str, float] = {}
+        self.stopping = False
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.open()
+        self.task = asyncio.create_task(self.read())
+
+    async def stop(self) -> None:
+        self.stopping = True
+        if self.task is not None:
+            await self.task
+
+    def check(self) -> None:
+        """Raise the reader's error if it ended before `stop`."""
+        if self.task is not None and self.task.done() and not self.stopping:
+            self.task.result()
+            raise SystemExit(f"latency run: the {self.method} ended early")
+
+    def saw(self, document: Document) -> None:
+        if "id" in document:
+            self.seen.setdefault(document["id"], time.time())
+
+    async def open(self) -> None:
+        raise NotImplementedError
+
+    async def read(self) -> None:
+        raise NotImplementedError
+
+
+class StreamReader(Reader):
+    """A change stream on the collection. The connector's upserts of new `_id`s are inserts,
+    whose events carry the document; `updateLookup` gives an update's too. SecantusDB parks a
+    change stream's getMore on its oplog's condition variable, woken by each commit."""
+
+    method = "change stream (collection.watch(), fullDocument updateLookup)"
+    stream: AsyncCollectionChangeStream[Document]
+
+    async def open(self) -> None:
+        self.stream = await self.collection.watch(
+            full_document="updateLookup", max_await_time_ms=100
+        )
+
+    async def read(self) -> None:
+        try:
+            while not self.stopping:
+                change = await self.stream.try_next()
+                if change is not None and (document := change.get("fullDocument")):
+                    self.saw(document)
+        finally:
+            await self.stream.close()
+
+
+class PollReader(Reader):
+    """A sorted `find` on `_id` past the last one seen, every POLL_INTERVAL. The `_id`s rise in
+    the order the documents become visible: ObjectIds made by one writer at a time (the
+    connector's single task, whose bulk writes go one after the other, or the bench)."""
+
+    method = f"polling find sorted by _id every {POLL_INTERVAL * 1000:.0f} ms"
+    after: Any = None
+
+    async def open(self) -> None:
+        last = await self.collection.find_one({}, {"_id": 1}, sort=[("_id", -1)])
+        self.after = last["_id"] if last else None
+
+    async def read(self) -> None:
+        while not self.stopping:
+            query = {} if self.after is None else {"_id": {"$gt": self.after}}
+            async for document in self.collection.find(query, {"id": 1}).sort("_id", 1):
+                self.saw(document)
+                self.after = document["_id"]
+            await asyncio.sleep(POLL_INTERVAL)
+
+
+async def control(kind: type[Reader], collection: AsyncCollection[Document]) -> Control:
+    """The reader's own delay: CONTROL_DOCUMENTS inserted one at a time at CONTROL_RATE, each
+    acknowledged, then seen by the reader (the wall clock on both ends)."""
+    reader = kind(collection)
+    await reader.start()
+    acknowledged: dict[str, float] = {}
+    try:
+        started = time.perf_counter()
+        for n in range(CONTROL_DOCUMENTS):
+            if (delay := started + n / CONTROL_RATE - time.perf_counter()) > 0:
+                await asyncio.sleep(delay)
+            await collection.insert_one({"_id": ObjectId(), "id": f"control-{n}"})
+            acknowledged[f"control-{n}"] = time.time()
+        deadline = time.monotonic() + 30
+        while acknowledged.keys() - reader.seen.keys():
+            reader.check()
+            if time.monotonic() > deadline:
+                raise SystemExit(f"latency run: the {kind.method} missed control documents")
+            await asyncio.sleep(0.01)
+    finally:
+        await reader.stop()
+    delays = [(reader.seen[key] - at) * 1000 for key, at in acknowledged.items()]
+    return Control(kind, delays)
+
+
+async def choose_reader(client: AsyncMongoClient[Document], database: str) -> Control:
+    """A change stream, measured by its control; past STREAM_DELAY_LIMIT (p50) a polling
+    reader's control too, and the one with the smaller p50 reads the phase."""
+    tried = [await control(StreamReader, client[database]["control_stream"])]
+    if tried[0].p50 > STREAM_DELAY_LIMIT:
+        tried.append(await control(PollReader, client[database]["control_poll"]))
+    chosen = min(tried, key=lambda c: c.p50)
+    chosen.rejected = [c for c in tried if c is not chosen]
+    return chosen
+
+
+async def connector_warm_up(
+    producer: AIOKafkaProducer,
+    topic: str,
+    tag: str,
+    events: AsyncCollection[Document],
+    connect: Connect,
+) -> None:
+    """One event through to its document before the clock starts: the JVM is up, the task has
+    joined its group and holds its connections."""
+    key, value = artifact_events(f"{tag}-warm", 1, 1)[0]
+    await producer.send_and_wait(topic, value, key=key)
+    deadline = time.monotonic() + 180
+    while await events.find_one({"id": event_id(key.decode(), 1)}) is None:
+        connect.check()
+        if time.monotonic() > deadline:
+            raise SystemExit("latency run: the connector stored no warm-up in 180 s")
+        await asyncio.sleep(0.05)
+
+
+async def connector_stored(
+    events: AsyncCollection[Document], connect: Connect, reader: Reader, handed: dict[str, float]
+) -> None:
+    """Wait for every event's document (and the warm-up's), then for the reader to have seen
+    each; the reader stops."""
+    # Counted only now: SecantusDB counts by scanning, which would load the live phase.
+    deadline = time.monotonic() + 120
+    while await events.count_documents({}) < len(handed) + 1:
+        connect.check()
+        if time.monotonic() > deadline:
+            raise SystemExit("latency run: the connector's documents missing after 120 s")
+        await asyncio.sleep(0.5)
+    deadline = time.monotonic() + 30
+    while unseen := handed.keys() - reader.seen.keys():
+        reader.check()
+        if time.monotonic() > deadline:
+            raise SystemExit(f"latency run: the reader never saw {len(unseen)} documents")
+        await asyncio.sleep(0.05)
+    await reader.stop()
+
+
 async def connector_latency(bench: Bench, tag: str, records: list[Record], rate: float) -> Latency:
-    """Event handed to the producer -> the `_insertedTS` of its document (the wall clock)."""
+    """Event handed to the producer -> the `_insertedTS` of its document (the wall clock), and
+    from the same moment to the document seen by a reader in this process (`seen`): a change
+    stream opened before the steady sending, or a polling reader if that is faster, whichever
+    the control measured on this server just before shows the smaller delay."""
     name = f"live-{uuid.uuid4().hex[:8]}"
     database = f"connect_{name[5:]}"
     topic = f"{tag}.connector"
@@ -760,33 +979,25 @@ async def connector_latency(bench: Bench, tag: str, records: list[Record], rate:
     )
     client: AsyncMongoClient[Document] = AsyncMongoClient(bench.mongo, tz_aware=True)
     events = client[database]["events"]
+    reader: Reader | None = None
     try:
         producer = AIOKafkaProducer(bootstrap_servers=bench.kafka, acks="all", linger_ms=0)
         await producer.start()
         try:
-            # One event through to its document before the clock starts: the JVM is up, the
-            # task has joined its group and holds its connections.
-            key, value = artifact_events(f"{tag}-warm", 1, 1)[0]
-            await producer.send_and_wait(topic, value, key=key)
-            deadline = time.monotonic() + 180
-            while await events.find_one({"id": event_id(key.decode(), 1)}) is None:
-                connect.check()
-                if time.monotonic() > deadline:
-                    raise SystemExit("latency run: the connector stored no warm-up in 180 s")
-                await asyncio.sleep(0.05)
+            await connector_warm_up(producer, topic, tag, events, connect)
+            # The reader's own delay, on this server, with the connector up and idle.
+            chosen = await choose_reader(client, database)
+            print(f"latency at {rate:.0f} events/s, {chosen.line()}", flush=True)
+            reader = chosen.reader(events)
+            await reader.start()
             sent = await send_steady(producer, topic, records, rate)
         finally:
             await producer.stop()
-        # Counted only now: SecantusDB counts by scanning, which would load the live phase.
-        deadline = time.monotonic() + 120
-        while await events.count_documents({}) < len(records) + 1:
-            connect.check()
-            if time.monotonic() > deadline:
-                raise SystemExit("latency run: the connector's documents missing after 120 s")
-            await asyncio.sleep(0.5)
         handed = {
             orjson.loads(value)["id"]: at for (_, value), at in zip(records, sent.wall, strict=True)
         }
+        await connector_stored(events, connect, reader, handed)
+        seen = dict(reader.seen)
         stored: dict[str, float] = {}
         projection = {"id": 1, "_insertedTS": 1, "_modifiedTS": 1}
         async for document in events.find({}, projection):
@@ -794,13 +1005,25 @@ async def connector_latency(bench: Bench, tag: str, records: list[Record], rate:
             # A redelivered event would be a second document (a new `_id`): its first counts.
             stored[document["id"]] = min(stamp, stored.get(document["id"], stamp))
     finally:
+        if reader is not None:
+            with contextlib.suppress(Exception):  # its error, if any, is already raised
+                await reader.stop()
         connect.stop()
         await client.close()
         await drop(bench.mongo, database)
     if missing := handed.keys() - stored.keys():
         raise SystemExit(f"latency run: {len(missing)} events have no document")
     delays = [(stored[event] - at) * 1000 for event, at in handed.items()]
-    return Latency(CONNECTOR, rate, delays, max(stored.values()) - sent.wall[0])
+    seen_delays = [(seen[event] - at) * 1000 for event, at in handed.items()]
+    last_seen = max(seen[event] for event in handed)
+    return Latency(
+        CONNECTOR,
+        rate,
+        delays,
+        max(stored.values()) - sent.wall[0],
+        seen=Latency(CONNECTOR_SEEN, rate, seen_delays, last_seen - sent.wall[0]),
+        control=chosen,
+    )
 
 
 async def warm_up(
@@ -880,6 +1103,7 @@ def latency_report(results: list[Latency], seconds: float) -> None:
         "the write, before the bulk write goes out, in whole milliseconds: it leaves the write "
         "out, a few ms in the connector's favour.)"
     )
+    seen_report(results, rates)
     for result in results:
         if result.batches is None:
             continue
@@ -895,6 +1119,50 @@ def latency_report(results: list[Latency], seconds: float) -> None:
         if background := result.background_line():
             print(f"  of which {background}")
         print(f"  MongoDB ms per batch: {result.batches.command_line()}")
+
+
+def seen_report(results: list[Latency], rates: list[float]) -> None:
+    """The connector's second measure, from the same events of the same phase: up to its
+    document seen by a reader in the bench process, its write and commit included as the
+    service's figure includes its own; with the reader's own delay (the control)."""
+    connectors = [r for r in results if r.system == CONNECTOR and r.seen is not None]
+    if not connectors:
+        return
+    print(
+        "\nthe same connector phases, to the document seen by a reader in the bench process "
+        "(event handed to the producer -> the reader sees its document; the connector's write "
+        "and commit included, as the service's figure includes its own):"
+    )
+    print(
+        f"\n{'rate':>7}  {'service':<10} {'service p50 / p99 / max ms':>28} "
+        f"{'connector, seen p50 / p99 / max':>32} {'p50 ÷':>8} {'p99 ÷':>8}"
+    )
+    for rate in rates:
+        connector = next((r for r in connectors if r.rate == rate), None)
+        if connector is None or connector.seen is None:
+            continue
+        seen = connector.seen
+        services = [r for r in results if r.rate == rate and r.system != CONNECTOR]
+        rows: list[Latency | None] = [*services] or [None]
+        for service in rows:
+            name = service.system.split("(")[-1].rstrip(")") if service else "-"
+            ratios = (
+                f"{service.p50 / seen.p50:>7.2f}x {service.p99 / seen.p99:>7.2f}x"
+                if service
+                else f"{'-':>8} {'-':>8}"
+            )
+            print(
+                f"{rate:>5.0f}/s  {name:<10} {service.spread() if service else '-':>28} "
+                f"{seen.spread():>32} {ratios}"
+            )
+        if connector.control is not None:
+            print(f"{'':>9}{connector.control.line()}")
+    print(
+        "\n(÷: the service's figure over the connector's document seen by the reader. The "
+        "reader's own delay is the control's: when it is within a ms, the gap between the two "
+        "connector figures is the connector's write and commit (from stamping `_insertedTS` to "
+        "the commit), measured side by side with the service on this machine.)"
+    )
 
 
 # ---- reporting
@@ -1104,11 +1372,13 @@ async def run(args: argparse.Namespace) -> None:
                                 await service_latency(bench, live, records, rate, publication)
                             )
                     for result in results[done:]:
-                        print(
-                            f"latency at {rate:.0f} events/s, {result.system}: "
-                            f"{len(result.delays):,} events, p50 / p99 / max {result.spread()} ms",
-                            flush=True,
-                        )
+                        for shown in filter(None, (result, result.seen)):
+                            print(
+                                f"latency at {rate:.0f} events/s, {shown.system}: "
+                                f"{len(shown.delays):,} events, p50 / p99 / max "
+                                f"{shown.spread()} ms",
+                                flush=True,
+                            )
             latency_report(results, args.latency_seconds)
         if args.fill:
             await fill(bench, args.fill)

@@ -15,6 +15,7 @@ from faststream.kafka import KafkaBroker
 from service.adapters import otel
 from service.adapters.kafka.broker import build_broker
 from service.adapters.kafka.consumer import CommitBehind, register_consumer
+from service.adapters.kafka.fetching import Prefetch
 from service.adapters.kafka.follower import OutputTopicsFollower
 from service.adapters.kafka.publisher import KafkaPublisher
 from service.adapters.kafka.topics import ensure_topics
@@ -88,12 +89,14 @@ def _subscribe(
     broker: KafkaBroker,
     settings: Settings,
     processor: BatchProcessor,
-    watchdog: Watchdog,
     commits: CommitBehind,
+    prefetch: Prefetch,
 ) -> LagMonitor:
     """Join the consumer group (on broker.start()); the lag of what it is assigned is watched."""
-    subscriber = register_consumer(broker, settings, processor, watchdog, commits)
-    return LagMonitor(lambda: subscriber.consumer, watchdog)
+    subscriber = register_consumer(broker, settings, processor, commits, prefetch)
+    return LagMonitor(
+        lambda: subscriber.consumer, commits.watchdog, fetched_ahead=prefetch.first_held
+    )
 
 
 def _start_background(
@@ -125,11 +128,16 @@ async def _prepare_consuming(
 
 
 async def _stop_consuming(
-    broker: KafkaBroker, commits: CommitBehind, processor: BatchProcessor, publisher: KafkaPublisher
+    broker: KafkaBroker,
+    commits: CommitBehind,
+    prefetch: Prefetch,
+    processor: BatchProcessor,
+    publisher: KafkaPublisher,
 ) -> None:
     """The last batch's offsets and published mark land before the group is left."""
     await commits.drain()
     await broker.stop()  # waits for the batch in flight (graceful_timeout)
+    await prefetch.stop()  # what it fetched ahead is not processed: the commits say so
     await processor.flush()
     await publisher.stop()
 
@@ -152,8 +160,8 @@ def build(settings: Settings | None = None, role: Role = "all") -> Service:
         publication=settings.snapshot_publication,
     )
     watchdog = Watchdog(settings.watchdog_stall_seconds)
-    commits = CommitBehind(watchdog)
-    lag = _subscribe(broker, settings, processor, watchdog, commits) if consumes else None
+    commits, prefetch = CommitBehind(watchdog), Prefetch.from_settings(settings)
+    lag = _subscribe(broker, settings, processor, commits, prefetch) if consumes else None
     maintenance = Maintenance(
         MongoMaintenance(store),
         publisher,
@@ -195,7 +203,7 @@ def build(settings: Settings | None = None, role: Role = "all") -> Service:
                 await follower.stop()
             await _stop_background(tasks)
             if consumes:
-                await _stop_consuming(broker, commits, processor, publisher)
+                await _stop_consuming(broker, commits, prefetch, processor, publisher)
             await store.close()
             await otel.shutdown(tracer_provider)
             log.info("service_stopped")

@@ -26,15 +26,15 @@ class Settings(BaseSettings):
     kafka_max_batch_records: int = Field(default=5000, ge=1)
     # How long the broker may hold a fetch that finds nothing new (Kafka's default). It
     # delays no record: a fetch covers every partition of its broker and is answered when
-    # any of them has one (adapters.kafka.consumer.fetch_when_taken). Shorter only polls more.
+    # any of them has one (adapters.kafka.fetching.fetch_when_taken). Shorter only polls more.
     kafka_fetch_max_wait_ms: int = Field(default=500, ge=0)
     # How long one poll for a batch waits when nothing is buffered; it returns as soon as a
-    # record is there (adapters.kafka.consumer.poll_without_idle_sleep), so this delays none.
+    # record is there (adapters.kafka.fetching.Prefetch), so this delays none.
     kafka_batch_timeout_ms: int = Field(default=100, ge=1)
-    # How long a batch waits for more records than are buffered when it starts
-    # (adapters.kafka.consumer.top_up): 0 takes what is buffered and never waits, so a record
-    # reaching an idle consumer starts its batch at once.
-    kafka_top_up_ms: int = Field(default=0, ge=0)
+    # How much the consumer fetches ahead while a batch runs (values and keys; at most
+    # KAFKA_MAX_BATCH_RECORDS records too); the next batch takes all of it at once
+    # (adapters.kafka.fetching.Prefetch). 0: fetch only when a batch takes the records.
+    kafka_prefetch_bytes: int = Field(default=16 * 1024 * 1024, ge=0)
     # Partitions for topics this service creates when missing (inputs and outputs alike:
     # equal counts keep a campaign's events on one instance).
     kafka_topic_partitions: int = Field(default=6, ge=1)

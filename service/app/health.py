@@ -85,6 +85,8 @@ class LagMonitor:
     """Measures the lag of the partitions assigned to this instance's consumer.
 
     `consumer` returns the running aiokafka consumer (None before start and after stop).
+    `fetched_ahead` gives a partition's first record fetched but not yet handed to a batch
+    (None when none is): the lag counts from there, not from the consumer's position.
     """
 
     def __init__(
@@ -92,10 +94,12 @@ class LagMonitor:
         consumer: Callable[[], Any],
         watchdog: Watchdog,
         *,
+        fetched_ahead: Callable[[TopicPartition], int | None] = lambda tp: None,
         timeout: float = 10.0,
     ) -> None:
         self.consumer = consumer
         self.watchdog = watchdog
+        self.fetched_ahead = fetched_ahead
         self.timeout = timeout
         self.lag: dict[tuple[str, int], int] = {}
 
@@ -111,6 +115,8 @@ class LagMonitor:
                         position = await consumer.position(tp)
                     except IllegalStateError:
                         continue  # revoked meanwhile (a rebalance)
+                    ahead = self.fetched_ahead(tp)
+                    position = position if ahead is None else min(position, ahead)
                     lag[(tp.topic, tp.partition)] = max(0, ends[tp] - position)
         for gone in self.lag.keys() - lag.keys():
             with contextlib.suppress(KeyError):  # another instance in this process removed it

@@ -1,6 +1,6 @@
 """The Kafka consumer: one thin batch subscriber over the four input topics, and what makes
-it safe and prompt (raw records, fetching, offset commits behind the next batch, rebalances
-that wait for the batch in flight)."""
+it safe and prompt (raw records, offset commits behind the next batch, rebalances that wait
+for the batch in flight; fetching is `fetching.py`'s)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from faststream.message import StreamMessage
 from faststream.middlewares import AckPolicy
 from pydantic import WithJsonSchema
 
+from service.adapters.kafka.fetching import Prefetch
 from service.app import telemetry
 from service.app.health import Watchdog
 from service.app.processor import BatchProcessor
@@ -73,57 +74,6 @@ def _with_text_headers(record: ConsumerRecord[Any, Any]) -> ConsumerRecord[Any, 
 async def raw_values(message: StreamMessage[Any], original: Any) -> list[bytes]:
     """The batch's values as bytes: decoding is ours (service.domain.ingest), not FastStream's."""
     return [record.value or b"" for record in message.raw_message]
-
-
-# Longer than any batch: see `fetch_when_taken`.
-HOLD_FETCHES_SECONDS = 24 * 3600.0
-
-
-def fetch_when_taken(consumer: AIOKafkaConsumer) -> None:
-    """Fetch again when a batch takes the fetched records, not while it runs.
-
-    aiokafka keeps one fetch in flight per broker. Records fetched and not yet taken hold
-    the next fetch to their broker back for 100 ms (its `prefetch_backoff`, which
-    AIOKafkaConsumer does not expose); after that it fetches the broker's other partitions,
-    and the broker holds that fetch up to `fetch_max_wait_ms` when they are idle. So during
-    any batch longer than 100 ms it polled the idle partitions once per `fetch_max_wait_ms`
-    (each poll of 24 partitions cost about 1 ms of CPU here, and the broker's CPU too), and
-    when the batch ended, the partitions it had taken could not be fetched before that
-    poll came back.
-
-    The handler takes everything fetched at each poll (up to `max_records`), so fetching
-    during the batch gains nothing. Holding fetches until the records are taken, the fetch
-    goes out the moment a batch takes them (the fetcher wakes on it) and covers every
-    partition of the broker; the broker answers it as soon as any of them has a record, so
-    a long `fetch_max_wait_ms` delays no record and an idle consumer polls seldom.
-    """
-    fetcher = getattr(consumer, "_fetcher", None)
-    if fetcher is not None and getattr(fetcher, "_prefetch_backoff", None) != HOLD_FETCHES_SECONDS:
-        fetcher._prefetch_backoff = HOLD_FETCHES_SECONDS  # aiokafka's own: see above
-
-
-async def top_up(message: KafkaMessage, max_records: int, timeout_ms: int) -> None:
-    """Add to a batch what reached the broker since its records were fetched.
-
-    aiokafka sends no fetch to a broker while records of its partitions wait unconsumed
-    (up to 100 ms), so a batch holds what the first fetch after the previous batch found:
-    the records that arrived later in that batch's time waited one more batch (measured: a
-    record's wait was two batch times at 100 events/s). Taking the batch sent the next
-    fetch already; its answer joins the batch, whose acknowledgement and rewind cover it.
-    """
-    room = max_records - len(message.raw_message)
-    if room <= 0:
-        return
-    consumer = cast("AIOKafkaConsumer", message.consumer)
-    try:
-        fetched = await consumer.getmany(timeout_ms=timeout_ms, max_records=room)
-    except KafkaError as error:
-        # aiokafka raises a fetch error only when it hands out no records: nothing is
-        # taken, the batch goes as it is and the next poll meets the error again.
-        log.warning("top_up_skipped", error=str(error))
-        return
-    for records in fetched.values():
-        message.raw_message += tuple(records)
 
 
 def next_offsets(message: KafkaMessage) -> dict[TopicPartition, int]:
@@ -230,12 +180,16 @@ class FinishBatchBeforeRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
     instance noted it published, and send older revisions after newer ones.
     """
 
-    def __init__(self, commits: CommitBehind, processor: BatchProcessor) -> None:
+    def __init__(
+        self, commits: CommitBehind, processor: BatchProcessor, prefetch: Prefetch
+    ) -> None:
         self.in_flight = asyncio.Lock()
         self.commits = commits
         self.processor = processor
+        self.prefetch = prefetch
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        self.prefetch.drop_all()  # before any other batch can be taken: see Prefetch
         async with self.in_flight:
             await asyncio.gather(self.commits.wait(), self.processor.flush())
 
@@ -243,31 +197,23 @@ class FinishBatchBeforeRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         return None
 
 
-async def _rewind(message: KafkaMessage) -> None:
-    """Seek back to the batch's first offsets, so the same records come again."""
-    try:
-        await message.nack()
-    except (KafkaError, AssertionError) as error:
-        # The partitions went to another instance meanwhile: it starts from the last commit.
-        log.warning("rewind_skipped", error=str(error))
-
-
 def register_consumer(
     broker: KafkaBroker,
     settings: Settings,
     processor: BatchProcessor,
-    watchdog: Watchdog,
     commits: CommitBehind,
+    prefetch: Prefetch,
 ) -> Any:
     """Subscribe the batch handler; returns the subscriber (its `.consumer` once started).
 
     The progress watchdog (liveness) hears of every batch begun and every batch committed.
     """
+    watchdog = commits.watchdog
     backoff = Backoff()
     # declare=False: FastStream never creates topics; ensure_topics (adapters/kafka.py) has
     # created or checked all six before the subscriber starts (KAFKA_CREATE_TOPICS).
     topics = [Topic(name, declare=False) for name in settings.input_topics]
-    rebalance = FinishBatchBeforeRevoke(commits, processor)
+    rebalance = FinishBatchBeforeRevoke(commits, processor, prefetch)
 
     subscriber = broker.subscriber(
         *topics,
@@ -297,8 +243,10 @@ def register_consumer(
             await _consume(message)
 
     async def _consume(message: KafkaMessage) -> None:
-        fetch_when_taken(cast("AIOKafkaConsumer", message.consumer))
-        await top_up(message, settings.kafka_max_batch_records, settings.kafka_top_up_ms)
+        if prefetch.is_stale():
+            # Taken before a rebalance: the partitions' owner now starts from their commits.
+            log.info("batch_left_to_new_assignment", records=len(message.raw_message))
+            return
         records = raw_records(message)
         watchdog.busy()
         try:
@@ -307,13 +255,13 @@ def register_consumer(
             # Nothing is committed: rewind to the batch's first offsets and try again later.
             telemetry.BATCH_FAILURES.labels(type(error).__name__).inc()
             log.warning("batch_retry_later", error=str(error), records=len(records))
-            await _rewind(message)
+            _rewind(prefetch, message)
             await backoff.wait()
             return
         except Exception:
             telemetry.BATCH_FAILURES.labels("unexpected").inc()
             log.exception("batch_failed", records=len(records))
-            await _rewind(message)
+            _rewind(prefetch, message)
             await backoff.wait()
             return
         backoff.reset()
@@ -329,22 +277,12 @@ def register_consumer(
             rejected=result.rejected,
         )
 
-    poll_without_idle_sleep(subscriber, settings.kafka_batch_timeout_ms)
+    # FastStream's batch poll, less its sleep after an empty poll (a record arriving in it
+    # waited for it), and fetching ahead while a batch runs (Prefetch).
+    cast("Any", subscriber).get_msg = prefetch.take
     return subscriber
 
 
-def poll_without_idle_sleep(subscriber: Any, poll_ms: int) -> None:
-    """Poll for a batch the way FastStream does, less the sleep after an empty poll.
-
-    FastStream's batch subscriber sleeps as long as its poll after a poll that found
-    nothing, so a record arriving in that sleep waited for it: an idle consumer was blind
-    half of the time. `getmany` itself waits for the first record (up to `poll_ms`) and
-    returns the moment one is there, so nothing spins without the sleep.
-    """
-    max_records = subscriber.max_records
-
-    async def get_msg(consumer: AIOKafkaConsumer) -> tuple[ConsumerRecord[Any, Any], ...]:
-        fetched = await consumer.getmany(timeout_ms=poll_ms, max_records=max_records)
-        return tuple(record for records in fetched.values() for record in records)
-
-    subscriber.get_msg = get_msg
+def _rewind(prefetch: Prefetch, message: KafkaMessage) -> None:
+    """The same records come again, from the batch's first offsets."""
+    prefetch.rewind(cast("AIOKafkaConsumer", message.consumer), message.raw_message)

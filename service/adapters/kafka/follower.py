@@ -21,7 +21,7 @@ from aiokafka.errors import KafkaError
 from faststream.kafka.security import parse_security
 
 from service.adapters.kafka.broker import security_from
-from service.adapters.kafka.consumer import fetch_when_taken
+from service.adapters.kafka.fetching import fetch_when_taken
 from service.app import telemetry
 from service.app.streams import RecentDeadLetters, Snapshot, SnapshotFeed
 from service.settings import Settings

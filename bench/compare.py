@@ -725,10 +725,17 @@ def ms(value: float) -> str:
 
 
 async def service_latency(
-    bench: Bench, tag: str, records: list[Record], rate: float, publication: str
+    bench: Bench,
+    tag: str,
+    records: list[Record],
+    rate: float,
+    publication: str,
+    *,
+    variant: str | None = None,
 ) -> Latency:
-    """Event handed to the producer -> its revision (or a later one) read from the topic."""
-    topic = f"{tag}.service-{publication}"
+    """Event handed to the producer -> its revision (or a later one) read from the topic.
+    `variant`: one setting changed, NAME=VALUE (`--latency-variant`)."""
+    topic = f"{tag}.service-{publication}-{uuid.uuid4().hex[:4]}"
     await create_topics(bench.kafka, [topic])
     child = await service_child(bench.kafka, bench.mongo, bench.role)
     child.env.update(
@@ -738,6 +745,9 @@ async def service_latency(
             "KAFKA_TOPIC_PARTITIONS": str(PARTITIONS),
         }
     )
+    if variant:
+        name, _, value = variant.partition("=")
+        child.env[name] = value
     await child.start()
     reader = AIOKafkaConsumer(bootstrap_servers=bench.kafka, fetch_max_wait_ms=5)
     arrived: dict[str, list[tuple[int, float]]] = {c: [] for c in campaign_ids(tag, LIVE_CAMPAIGNS)}
@@ -786,7 +796,7 @@ async def service_latency(
         child.stop()
         await drop(bench.mongo, child.env["MONGODB_DATABASE"])
     return Latency(
-        f"campaign-ledger ({publication})",
+        f"campaign-ledger ({publication}{', ' + variant if variant else ''})",
         rate,
         revision_delays(sent_by_campaign, arrived),
         finished - sent.monotonic[0],
@@ -1368,9 +1378,12 @@ async def run(args: argparse.Namespace) -> None:
                         results.append(await connector_latency(bench, live, records, rate))
                     else:
                         for publication in args.latency_publication:
-                            results.append(
-                                await service_latency(bench, live, records, rate, publication)
-                            )
+                            for variant in [None, *args.latency_variant]:
+                                results.append(
+                                    await service_latency(
+                                        bench, live, records, rate, publication, variant=variant
+                                    )
+                                )
                     for result in results[done:]:
                         for shown in filter(None, (result, result.seen)):
                             print(
@@ -1566,6 +1579,14 @@ def main() -> None:
         default=["every"],
         choices=("every", "latest"),
         help="the service's SNAPSHOT_PUBLICATION, one phase each",
+    )
+    live.add_argument(
+        "--latency-variant",
+        nargs="*",
+        default=[],
+        metavar="NAME=VALUE",
+        help="one more service phase per rate for each, with this setting changed (side by "
+        "side with the defaults in one run)",
     )
     parser.add_argument(
         "--fill",

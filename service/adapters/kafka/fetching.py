@@ -11,7 +11,7 @@ from typing import Any, TypeAlias
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import ConsumerStoppedError, IllegalStateError, KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 
 from service.settings import Settings
 
@@ -80,8 +80,8 @@ class Prefetch:
         self.task: asyncio.Task[None] | None = None
         self.held: deque[Record] = deque()
         self.held_bytes = 0
-        # A poll's error, raised to the subscriber's loop at its next take (KafkaError: it
-        # backs off and polls again; ConsumerStoppedError: it ends).
+        # A poll's error, raised to the subscriber's loop at its next take, as the poll's own
+        # would be (KafkaError: it backs off and polls again; ConsumerStoppedError: it ends).
         self.failure: Exception | None = None
         self.arrived = asyncio.Event()
         self.room = asyncio.Event()
@@ -109,6 +109,7 @@ class Prefetch:
         if consumer is not self.consumer:  # started, or restarted with a new consumer
             await self.stop()
             self.consumer = consumer
+        if self.task is None or (self.task.done() and self.failure is None):
             self.task = asyncio.create_task(self._fetch_ahead(consumer), name="kafka-prefetch")
         if not self.held and self.failure is None:
             self.arrived.clear()
@@ -181,14 +182,14 @@ class Prefetch:
                 fetched = await consumer.getmany(
                     timeout_ms=self.poll_ms, max_records=self.max_records - len(self.held)
                 )
-            except ConsumerStoppedError as stopped:
-                self.failure = stopped
-                self.arrived.set()
-                return
             except KafkaError as error:
-                self.failure = error
+                self.failure = error  # the loop backs off; fetching goes on after it
                 self.arrived.set()
                 continue
+            except Exception as error:  # ConsumerStoppedError, or a fault of aiokafka's
+                self.failure = error  # the next take raises it, the one after starts again
+                self.arrived.set()
+                return
             for records in fetched.values():
                 self.held.extend(records)
                 self.held_bytes += sum(_size(r) for r in records)

@@ -1095,18 +1095,7 @@ def latency_report(results: list[Latency], seconds: float) -> None:
     for rate in rates:
         connector = next((r for r in results if r.rate == rate and r.system == CONNECTOR), None)
         services = [r for r in results if r.rate == rate and r.system != CONNECTOR]
-        rows: list[Latency | None] = [*services] or [None]
-        for service in rows:
-            name = service.system.split("(")[-1].rstrip(")") if service else "-"
-            ratios = (
-                f"{service.p50 / connector.p50:>7.2f}x {service.p99 / connector.p99:>7.2f}x"
-                if service and connector
-                else f"{'-':>8} {'-':>8}"
-            )
-            print(
-                f"{rate:>5.0f}/s  {name:<10} {service.spread() if service else '-':>28} "
-                f"{connector.spread() if connector else '-':>30} {ratios}"
-            )
+        print_rows(rate, services, connector, 30)
     print(
         "\n(÷: the service's figure over the connector's, at or under 1.00x the service is as "
         "fast. The connector's `_insertedTS` is stamped as UpdateOneTimestampsStrategy builds "
@@ -1131,6 +1120,22 @@ def latency_report(results: list[Latency], seconds: float) -> None:
         print(f"  MongoDB ms per batch: {result.batches.command_line()}")
 
 
+def print_rows(rate: float, services: list[Latency], peer: Latency | None, width: int) -> None:
+    """A line per service phase at a rate: its p50 / p99 / max, the peer's, and the ratios."""
+    rows: list[Latency | None] = [*services] or [None]
+    for service in rows:
+        name = service.system.split("(")[-1].rstrip(")") if service else "-"
+        ratios = (
+            f"{service.p50 / peer.p50:>7.2f}x {service.p99 / peer.p99:>7.2f}x"
+            if service and peer
+            else f"{'-':>8} {'-':>8}"
+        )
+        print(
+            f"{rate:>5.0f}/s  {name:<10} {service.spread() if service else '-':>28} "
+            f"{peer.spread() if peer else '-':>{width}} {ratios}"
+        )
+
+
 def seen_report(results: list[Latency], rates: list[float]) -> None:
     """The connector's second measure, from the same events of the same phase: up to its
     document seen by a reader in the bench process, its write and commit included as the
@@ -1151,20 +1156,8 @@ def seen_report(results: list[Latency], rates: list[float]) -> None:
         connector = next((r for r in connectors if r.rate == rate), None)
         if connector is None or connector.seen is None:
             continue
-        seen = connector.seen
         services = [r for r in results if r.rate == rate and r.system != CONNECTOR]
-        rows: list[Latency | None] = [*services] or [None]
-        for service in rows:
-            name = service.system.split("(")[-1].rstrip(")") if service else "-"
-            ratios = (
-                f"{service.p50 / seen.p50:>7.2f}x {service.p99 / seen.p99:>7.2f}x"
-                if service
-                else f"{'-':>8} {'-':>8}"
-            )
-            print(
-                f"{rate:>5.0f}/s  {name:<10} {service.spread() if service else '-':>28} "
-                f"{seen.spread():>32} {ratios}"
-            )
+        print_rows(rate, services, connector.seen, 32)
         if connector.control is not None:
             print(f"{'':>9}{connector.control.line()}")
     print(

@@ -4,8 +4,10 @@ long poll (`fetch_when_taken`), and fetching ahead (`Prefetch`) loses and repeat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -104,8 +106,11 @@ async def _take(prefetch: Prefetch, consumer: AIOKafkaConsumer, count: int) -> l
     return values
 
 
-async def test_records_sent_while_a_batch_runs_are_fetched_during_it(kafka_bootstrap: str) -> None:
-    """Without fetching ahead nothing is fetched after the fetch the batch set off."""
+@contextlib.asynccontextmanager
+async def _fetching_ahead(
+    kafka_bootstrap: str,
+) -> AsyncIterator[tuple[str, AIOKafkaProducer, AIOKafkaConsumer, Prefetch]]:
+    """A topic of one partition, a producer, and a consumer of its own group fetching ahead."""
     topic = await _topic(kafka_bootstrap)
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     consumer = _consumer(kafka_bootstrap, topic, f"prefetch-{uuid.uuid4().hex[:8]}")
@@ -113,6 +118,16 @@ async def test_records_sent_while_a_batch_runs_are_fetched_during_it(kafka_boots
     await producer.start()
     await consumer.start()
     try:
+        yield topic, producer, consumer, prefetch
+    finally:
+        await prefetch.stop()
+        await consumer.stop()
+        await producer.stop()
+
+
+async def test_records_sent_while_a_batch_runs_are_fetched_during_it(kafka_bootstrap: str) -> None:
+    """Without fetching ahead nothing is fetched after the fetch the batch set off."""
+    async with _fetching_ahead(kafka_bootstrap) as (topic, producer, consumer, prefetch):
         await producer.send_and_wait(topic, b"1")
         assert await _take(prefetch, consumer, 1) == [b"1"]  # batch 1 begins
         for value in (b"2", b"3", b"4"):
@@ -120,25 +135,15 @@ async def test_records_sent_while_a_batch_runs_are_fetched_during_it(kafka_boots
             await asyncio.sleep(0.05)  # one at a time, each after the last was fetched
         await _held(prefetch, 3)  # all fetched while batch 1 still runs
         assert [r.value for r in await prefetch.take(consumer)] == [b"2", b"3", b"4"]
-    finally:
-        await prefetch.stop()
-        await consumer.stop()
-        await producer.stop()
 
 
 async def test_a_failed_batch_comes_again_once_in_order_with_what_was_fetched_after_it(
     kafka_bootstrap: str,
 ) -> None:
-    topic = await _topic(kafka_bootstrap)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
-    consumer = _consumer(kafka_bootstrap, topic, f"prefetch-{uuid.uuid4().hex[:8]}")
-    prefetch = Prefetch(max_records=100, max_bytes=1 << 20, poll_ms=100)
-    await producer.start()
-    await consumer.start()
-    try:
+    async with _fetching_ahead(kafka_bootstrap) as (topic, producer, consumer, prefetch):
         await producer.send_and_wait(topic, b"1")
         await producer.send_and_wait(topic, b"2")
-        failed = [r for _ in range(2) for r in await prefetch.take(consumer)]
+        failed: list[Any] = []
         while len(failed) < 2:
             failed += await prefetch.take(consumer)
         await producer.send_and_wait(topic, b"3")
@@ -147,10 +152,6 @@ async def test_a_failed_batch_comes_again_once_in_order_with_what_was_fetched_af
         assert await _take(prefetch, consumer, 3) == [b"1", b"2", b"3"]
         await asyncio.sleep(0.3)
         assert not prefetch.held  # nothing came twice
-    finally:
-        await prefetch.stop()
-        await consumer.stop()
-        await producer.stop()
 
 
 class _DropOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]

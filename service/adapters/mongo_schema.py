@@ -68,10 +68,8 @@ VALIDATORS: dict[str, dict[str, Any]] = {
         {
             "campaign_id": _STRING,
             "artifact_type": _STRING,
-            "version_count": _INT,
             "created_at": _DATE,
         },
-        {"active_version_id": _OPTIONAL_STRING},
     ),
     VERSIONS: _schema(
         {

@@ -48,6 +48,7 @@ from service.adapters.mongo_writes import (
     Writes,
 )
 from service.app.outbox import UNKNOWN, OutboxEntry, Stamp
+from service.app.restore import DERIVED_ARTIFACT_FIELDS
 from service.app.store import ConcurrentUpdate, StoreRejected, StoreUnavailable
 from service.domain.ledger import Changes, Entity, Missing, View
 from service.domain.state import CampaignState
@@ -354,6 +355,11 @@ class MongoStore:
         # Snapshot documents written before they carried their shard key.
         await self.db[cols.SNAPSHOTS].update_many(
             {"campaign_id": {"$exists": False}}, [{"$set": {"campaign_id": "$_id"}}]
+        )
+        # Artifact documents written when they still followed their versions: no stale copy.
+        await self.db[cols.ARTIFACTS].update_many(
+            {"version_count": {"$exists": True}},
+            {"$unset": dict.fromkeys(DERIVED_ARTIFACT_FIELDS, "")},
         )
 
     async def ping(self) -> bool:

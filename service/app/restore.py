@@ -2,9 +2,11 @@
 
 Decisions (README "Operations"):
 - Every document of the export is stored exactly as exported: same `_id`, numbers, times and
-  content; nothing is renumbered. A document already stored with the same content is left as
-  it is; one stored with other content is a conflict, and the whole import is refused (nothing
-  written) naming the first conflicting collection and `_id`.
+  content; nothing is renumbered. (Artifact documents of older exports lose the fields that
+  follow from their versions, DERIVED_ARTIFACT_FIELDS, as stored ones did.) A document
+  already stored with the same content is left as it is; one stored with other content is a
+  conflict, and the whole import is refused (nothing written) naming the first conflicting
+  collection and `_id`.
 - The campaign's snapshot is rebuilt from the documents, stored, and published through the
   outbox in the same transaction (at least once, like every snapshot). Its revision is the
   exported one, N: the import changes nothing about what the snapshot shows, so by guarantee
@@ -57,6 +59,12 @@ T = TypeVar("T")
 # The outbox writer name of an import (see BatchProcessor): entries still in a snapshot
 # document under such a name were stored by an import that did not see them published.
 IMPORT_WRITER = "import:"
+
+
+# Fields artifact documents carried until 2026-12: what follows from the artifact's versions.
+# The snapshot and the versions hold it; an artifact document is written when the artifact
+# comes into being, not at each version. Dropped from older exports and stored documents.
+DERIVED_ARTIFACT_FIELDS = ("version_count", "active_version_id", "updated_at")
 
 
 class InvalidExport(Exception):  # not a ValueError: the store maps those to StoreRejected
@@ -122,6 +130,9 @@ def load_export(raw: bytes) -> Export:
                     f"{collection}/{doc['_id']} belongs to campaign {owner!r}, not {campaign_id!r}"
                 )
         documents[collection] = docs
+    for doc in documents[ARTIFACTS]:  # as an export made before they were dropped
+        for name in DERIVED_ARTIFACT_FIELDS:
+            doc.pop(name, None)
     if len(documents[CAMPAIGNS]) != 1:
         raise InvalidExport(f"expected one campaigns document, found {len(documents[CAMPAIGNS])}")
     export = Export(campaign_id, documents)
@@ -148,15 +159,22 @@ def _state(export: Export, revision: int) -> CampaignState:
     docs = export.documents
     campaign = docs[CAMPAIGNS][0]
     versions = {doc["_id"]: doc for doc in docs[VERSIONS]}
+    numbered: dict[str, list[Document]] = {}
+    for version in sorted(versions.values(), key=lambda v: int(v["version_number"])):
+        numbered.setdefault(version["artifact_id"], []).append(version)
     artifacts = {}
     for doc in docs[ARTIFACTS]:
-        active = versions[doc["active_version_id"]] if doc.get("active_version_id") else None
+        # What follows from the versions is read from them (see DERIVED_ARTIFACT_FIELDS).
+        mine = numbered.get(doc["_id"], [])
+        if [v["version_number"] for v in mine] != list(range(1, len(mine) + 1)) or not mine:
+            raise ValueError(f"artifact {doc['_id']} lacks some of its versions")
+        active = next((v for v in reversed(mine) if not v["archived"]), None)
         artifacts[doc["_id"]] = ArtifactState(
             artifact_id=doc["_id"],
             artifact_type=doc["artifact_type"],
             created_at=_time(doc["created_at"]),
-            updated_at=_time(doc["updated_at"]),
-            version_count=doc["version_count"],
+            updated_at=max(_time(v["created_at"]) for v in mine),
+            version_count=len(mine),
             active=ActiveVersionState(
                 version_id=active["_id"],
                 version_number=active["version_number"],
@@ -281,6 +299,8 @@ def plan_restore(export: Export, stored: Stored) -> tuple[Plan, int | None]:
     for collection in ENTITY_COLLECTIONS:
         for doc in export.documents[collection]:
             current = stored.documents[collection].get(doc["_id"])
+            if current is not None and collection == ARTIFACTS:
+                current = _without_derived(current)
             if current is None:
                 if collection == CAMPAIGNS:
                     doc = {**doc, "revision": revision}  # noqa: PLW2901
@@ -311,6 +331,10 @@ def plan_restore(export: Export, stored: Stored) -> tuple[Plan, int | None]:
             "missing here although the campaign is stored with the same state",
         )
     return plan, renumbered_from
+
+
+def _without_derived(artifact: Document) -> Document:
+    return {k: v for k, v in artifact.items() if k not in DERIVED_ARTIFACT_FIELDS}
 
 
 def _same(collection: str, current: Document, doc: Document, stored: Stored) -> bool:

@@ -289,7 +289,10 @@ class _Batch:
         self.versions: dict[str, VersionState] = {}  # loaded or created in this batch
         self.new_versions: dict[str, Record] = {}
         self.dirty_versions: set[str] = set()
-        self.dirty_artifacts: set[tuple[str, str]] = set()
+        # Artifacts whose own document changes: new ones, and one whose first version came
+        # late. What follows from its versions (their count, the active one, the last time)
+        # is the snapshot's, so a new version rewrites no artifact document.
+        self.written_artifacts: set[tuple[str, str]] = set()
         self.dirty_runs: set[tuple[str, str]] = set()
         self.seen: set[str] = set()
         self.marked_by_version: set[str] = set()  # events whose new version is their mark
@@ -487,6 +490,9 @@ class _Batch:
             )
             campaign.artifacts[data.artifact_id] = artifact
             self.new_artifact_owners[data.artifact_id] = campaign.campaign_id
+            self.written_artifacts.add((campaign.campaign_id, data.artifact_id))
+        elif created_at < artifact.created_at:  # an older version arrived late
+            self.written_artifacts.add((campaign.campaign_id, data.artifact_id))
         artifact.version_count += 1
         artifact.created_at = min(artifact.created_at, created_at)
         artifact.updated_at = max(artifact.updated_at, created_at)
@@ -503,7 +509,6 @@ class _Batch:
         self.marked_by_version.add(event.key)
         artifact.active = version.summary()  # the newest version is never archived yet
         campaign.counts.versions += 1
-        self.dirty_artifacts.add((campaign.campaign_id, data.artifact_id))
         self.new_versions[version_id] = {
             "_id": version_id,
             "version_id": version_id,
@@ -638,7 +643,6 @@ class _Batch:
                 campaign.campaign_id, version.artifact_id, version.version_number
             )
             artifact.active = successor.summary() if successor else None
-        self.dirty_artifacts.add((campaign.campaign_id, version.artifact_id))
         return True
 
     def _highest_unarchived(
@@ -723,20 +727,17 @@ class _Batch:
             changes.insert("version", record)
         for version_id in self.dirty_versions - self.new_versions.keys():
             changes.patch("version", version_id, _version_marks(self.versions[version_id]))
-        for campaign_id, artifact_id in self.dirty_artifacts:
+        for campaign_id, artifact_id in self.written_artifacts:
             artifact = self.campaigns[campaign_id].artifacts[artifact_id]
-            changes.patch(
-                "artifact",
-                artifact_id,
-                {
-                    "campaign_id": campaign_id,
-                    "artifact_type": artifact.artifact_type,
-                    "version_count": artifact.version_count,
-                    "active_version_id": artifact.active.version_id if artifact.active else None,
-                    "created_at": artifact.created_at,
-                    "updated_at": artifact.updated_at,
-                },
-            )
+            record = {
+                "campaign_id": campaign_id,
+                "artifact_type": artifact.artifact_type,
+                "created_at": artifact.created_at,
+            }
+            if artifact_id in self.new_artifact_owners:
+                changes.insert("artifact", {"_id": artifact_id, **record})
+            else:
+                changes.patch("artifact", artifact_id, record)
         for campaign_id, run_id in self.dirty_runs:
             run = self.campaigns[campaign_id].runs[run_id]
             changes.patch(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from datetime import UTC, datetime
 
 from pymongo import ASCENDING, IndexModel
 
@@ -51,3 +52,33 @@ async def test_retired_indexes_are_dropped_at_start(mongodb_uri: str) -> None:
 
 async def _index_keys(store: MongoStore) -> set[tuple[str, ...]]:
     return {tuple(i["key"]) async for i in await store.db.versions.list_indexes()}
+
+
+async def test_artifact_documents_lose_what_follows_from_their_versions_at_start(
+    mongodb_uri: str,
+) -> None:
+    """Earlier versions kept the count and the active version in the artifact document; new
+    versions no longer rewrite it, so a copy left there would go stale."""
+    store = MongoStore.connect(mongodb_uri, f"ledger_schema_{uuid.uuid4().hex[:8]}")
+    try:
+        created = datetime(2026, 11, 1, tzinfo=UTC)
+        older = {
+            "_id": "a-1",
+            "campaign_id": "c-1",
+            "artifact_type": "copy",
+            "created_at": created,
+            "updated_at": created,
+            "version_count": 3,
+            "active_version_id": "v-3",
+        }
+        await store.db.artifacts.insert_one(older)
+        await store.ensure_schema()
+        assert await store.db.artifacts.find_one({"_id": "a-1"}) == {
+            "_id": "a-1",
+            "campaign_id": "c-1",
+            "artifact_type": "copy",
+            "created_at": created,
+        }
+    finally:
+        await store.client.drop_database(store.db.name)
+        await store.close()

@@ -83,18 +83,33 @@ def test_five_regenerations_are_numbered_1_to_5(store: MemoryStore, batched: boo
     assert_consecutive(delivery, store)
 
 
-def test_the_artifact_document_follows_its_versions(store: MemoryStore) -> None:
-    send(
+def test_the_artifact_document_holds_its_own_facts_and_a_new_version_leaves_it(
+    store: MemoryStore,
+) -> None:
+    delivery = send(
         store,
         f.generated(C1, "a-1", "v-1", time=f.at(10)),
-        f.generated(C1, "a-1", "v-2", time=f.at(5)),
+        f.generated(C1, "a-1", "v-2", time=f.at(5)),  # generated earlier, arrived late
+        f.generated(C1, "a-1", "v-3", time=f.at(20)),
+        f.archived(C1, "v-3"),
     )
-    doc = store.artifacts["a-1"]
-    assert doc["campaign_id"] == C1
-    assert doc["artifact_type"] == "copy"
-    assert doc["version_count"] == 2
-    assert doc["active_version_id"] == "v-2"
-    assert (doc["created_at"], doc["updated_at"]) == (f.at(5), f.at(10))
+    assert store.artifacts["a-1"] == {
+        "_id": "a-1",
+        "campaign_id": C1,
+        "artifact_type": "copy",
+        "created_at": f.at(5),
+    }
+    written = [
+        [key for key in c.patches if key[0] == "artifact"] + c.inserts.get("artifact", [])
+        for c in delivery.changes
+    ]
+    assert [len(w) for w in written] == [1, 1, 0, 0]  # created; first version came late
+    # What follows from the versions is the snapshot's.
+    snap = store.snapshot(C1)
+    assert snap is not None
+    item = artifact(snap, "a-1")
+    assert item["version_count"] == 3
+    assert item["active_version"]["version_id"] == "v-2"
 
 
 def test_a_version_record_keeps_what_was_sent(store: MemoryStore) -> None:
@@ -537,7 +552,6 @@ def test_archiving_the_active_version_activates_the_next_highest(store: MemorySt
     delivery = send(store, f.archived(C1, "v-5"))
     assert delivery.revisions(C1) == [6]
     assert active_id(store, C1, "a-1") == "v-4"
-    assert store.artifacts["a-1"]["active_version_id"] == "v-4"
     assert store.version_records["v-5"]["archived"] is True
     assert "archived_at" in store.version_records["v-5"]
     snap = store.snapshot(C1)
@@ -575,7 +589,6 @@ def test_archiving_every_version_leaves_no_active_version(store: MemoryStore) ->
     generate_five(store)
     send_batch(store, *[f.archived(C1, f"v-{n}") for n in (5, 3, 4, 1, 2)])
     assert artifact(store.snapshot(C1), "a-1")["active_version"] is None
-    assert store.artifacts["a-1"]["active_version_id"] is None
     # the versions stay readable, and a new one becomes active
     assert len(store.version_records) == 5
     send(store, f.generated(C1, "a-1", "v-6"))

@@ -729,15 +729,15 @@ class _Batch:
             changes.patch("version", version_id, _version_marks(self.versions[version_id]))
         for campaign_id, artifact_id in self.written_artifacts:
             artifact = self.campaigns[campaign_id].artifacts[artifact_id]
-            record = {
-                "campaign_id": campaign_id,
-                "artifact_type": artifact.artifact_type,
-                "created_at": artifact.created_at,
-            }
-            if artifact_id in self.new_artifact_owners:
-                changes.insert("artifact", {"_id": artifact_id, **record})
-            else:
-                changes.patch("artifact", artifact_id, record)
+            changes.patch(
+                "artifact",
+                artifact_id,
+                {
+                    "campaign_id": campaign_id,
+                    "artifact_type": artifact.artifact_type,
+                    "created_at": artifact.created_at,
+                },
+            )
         for campaign_id, run_id in self.dirty_runs:
             run = self.campaigns[campaign_id].runs[run_id]
             changes.patch(

@@ -149,6 +149,7 @@ def build(settings: Settings | None = None, role: Role = "all") -> Service:
     store = MongoStore.connect(
         settings.mongodb_uri.get_secret_value(),
         settings.mongodb_database,
+        one_command_max_writes=settings.mongodb_one_command_max_writes,
         event_listeners=[CommandTimer(telemetry.MONGODB_COMMAND_SECONDS)],
     )
     broker = build_broker(settings)

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
 
     mongodb_uri: SecretStr = SecretStr("mongodb://localhost:27017")
     mongodb_database: str = "campaign_ledger"
+    # MongoDB 8+: a batch of up to this many writes goes as one client-level bulkWrite (one
+    # round trip); a larger one as one bulk write per collection. 0: always per collection.
+    mongodb_one_command_max_writes: int = Field(default=64, ge=0)
 
     http_port: int = Field(default=8080, ge=0, le=65535)
     http_host: str = "0.0.0.0"  # noqa: S104 - a service listens on all interfaces in its pod

@@ -42,6 +42,7 @@ from service.adapters.mongo_outbox import (
     stored_entries,
 )
 from service.adapters.mongo_writes import (
+    CLIENT_BULK_WRITE_MAX_WRITES,
     CLIENT_BULK_WRITE_WIRE_VERSION,
     DuplicateWrite,
     Write,
@@ -66,11 +67,13 @@ class Transaction:
         session: AsyncClientSession,
         *,
         client_bulk_write: bool = False,
+        one_command_max_writes: int = CLIENT_BULK_WRITE_MAX_WRITES,
         read_concern: bool = True,
     ) -> None:
         self.db = db
         self.session = session
         self.client_bulk_write = client_bulk_write
+        self.one_command_max_writes = one_command_max_writes
         # Whether the transaction carries a read concern, and whether a command has gone out
         # yet: the first command carries it, and SecantusDB refuses one on `bulkWrite`.
         self.read_concern = read_concern
@@ -253,7 +256,8 @@ class Transaction:
             stored = stored_entries(chunks)
         try:
             await writes.send(
-                client_level=self.client_bulk_write and (self.began or not self.read_concern)
+                client_level=self.client_bulk_write and (self.began or not self.read_concern),
+                max_writes=self.one_command_max_writes,
             )
         except DuplicateWrite as error:
             if self.lent:  # another writer got there first: read again and rerun
@@ -334,8 +338,15 @@ def _patch(view: View, entity: Entity, entity_id: str, fields: Document) -> Writ
 class MongoStore:
     """The MongoDB adapter: transactions for the consumer (the API reads via mongo_reads)."""
 
-    def __init__(self, client: AsyncMongoClient[Document], database: str) -> None:
+    def __init__(
+        self,
+        client: AsyncMongoClient[Document],
+        database: str,
+        *,
+        one_command_max_writes: int = CLIENT_BULK_WRITE_MAX_WRITES,
+    ) -> None:
         self.client = client
+        self.one_command_max_writes = one_command_max_writes
         self.db: AsyncDatabase[Document] = client[database]
         self.outbox = MongoOutbox(self.db)
         # A batch's writes in one command from MongoDB 8.0 on (see mongo_writes); read from
@@ -343,12 +354,19 @@ class MongoStore:
         self.client_bulk_write: bool | None = None
 
     @classmethod
-    def connect(cls, uri: str, database: str, **options: Any) -> MongoStore:
+    def connect(
+        cls,
+        uri: str,
+        database: str,
+        *,
+        one_command_max_writes: int = CLIENT_BULK_WRITE_MAX_WRITES,
+        **options: Any,
+    ) -> MongoStore:
         # tz_aware: the rules compare times, and MongoDB's are UTC.
         client: AsyncMongoClient[Document] = AsyncMongoClient(
             uri, tz_aware=True, serverSelectionTimeoutMS=5000, **options
         )
-        return cls(client, database)
+        return cls(client, database, one_command_max_writes=one_command_max_writes)
 
     async def ensure_schema(self) -> None:
         await cols.ensure_schema(self.db)
@@ -398,6 +416,7 @@ class MongoStore:
                             self.db,
                             s,
                             client_bulk_write=client_level,
+                            one_command_max_writes=self.one_command_max_writes,
                             read_concern=not write_first,
                         )
                     )

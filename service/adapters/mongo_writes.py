@@ -26,11 +26,11 @@ from service.app.store import ConcurrentUpdate, StoreRejected
 Document = dict[str, Any]
 # The first wire version of MongoDB 8.0, which has the client-level bulkWrite command.
 CLIENT_BULK_WRITE_WIRE_VERSION = 25
-# Up to this many writes go as one client-level command; more go per collection. A live
-# batch is a few dozen writes, where round trips are most of its time; a drain's batch is
-# thousands, where the command's per-write cost is. Measured on SecantusDB in one
-# transaction: 4 inserts 24 ms one command against 59 ms per collection, 40 about even,
-# 400 817 against 261 ms, 2,000 3,221 against 834 ms.
+# Up to this many writes go as one client-level command by default; more go per collection
+# (setting MONGODB_ONE_COMMAND_MAX_WRITES). A live batch is a few dozen writes, where round
+# trips are most of its time; a drain's batch is thousands, where the command's per-write
+# cost is. Measured on SecantusDB in one transaction: 4 inserts 24 ms one command against
+# 59 ms per collection, 40 about even, 400 817 against 261 ms, 2,000 3,221 against 834 ms.
 CLIENT_BULK_WRITE_MAX_WRITES = 64
 CHANGED_UNDER_BATCH = "a campaign changed while this batch was applied"
 
@@ -65,12 +65,15 @@ class Writes:
     def add(self, write: Write) -> None:
         self.queued.append(write)
 
-    async def send(self, *, client_level: bool) -> int:
-        """Send every queued write; returns the number of commands it took."""
+    async def send(
+        self, *, client_level: bool, max_writes: int = CLIENT_BULK_WRITE_MAX_WRITES
+    ) -> int:
+        """Send every queued write; returns the number of commands it took. `client_level`:
+        up to `max_writes` go as one client-level command."""
         queued, self.queued = self.queued, []
         if not queued:
             return 0
-        if client_level and len(queued) <= CLIENT_BULK_WRITE_MAX_WRITES:
+        if client_level and len(queued) <= max_writes:
             await self._send_client_level(queued)
             return 1
         return await self._send_per_collection(queued)

@@ -88,6 +88,30 @@ async def test_a_steady_batch_reads_no_campaign_and_writes_in_one_command(
     assert len(names) <= 3, names
 
 
+async def test_a_batch_above_the_one_command_limit_writes_per_collection(
+    mongodb_uri: str,
+) -> None:
+    commands = Commands()
+    mongo = MongoStore.connect(
+        mongodb_uri,
+        f"ledger_owned_{uuid.uuid4().hex[:8]}",
+        one_command_max_writes=2,  # a steady batch here writes a version, campaign, snapshot
+        event_listeners=[commands],
+    )
+    try:
+        await mongo.ensure_schema()
+        processor = BatchProcessor(mongo, Recorder(), max_event_bytes=1 << 20)
+        await processor.process(version(1))
+        await processor.marks.settle()
+        commands.take()
+        await processor.process(version(2))
+        written = [c for name, c in commands.take() if name in ("insert", "update", "bulkWrite")]
+        assert written == [cols.VERSIONS, cols.CAMPAIGNS, cols.SNAPSHOTS], written
+    finally:
+        await mongo.client.drop_database(mongo.db.name)
+        await mongo.close()
+
+
 async def test_a_rebalance_reads_the_campaign_again(store: tuple[MongoStore, Commands]) -> None:
     mongo, commands = store
     processor = BatchProcessor(mongo, Recorder(), max_event_bytes=1 << 20)

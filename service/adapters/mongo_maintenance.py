@@ -45,12 +45,15 @@ class MongoMaintenance:
 
     async def campaigns_to_purge(self, before: datetime, limit: int) -> list[str]:
         """Campaigns deleted (as the service saw it) before `before`, or purges cut short."""
-        cursor = self.db[cols.SNAPSHOTS].find(
-            {"$or": [{"deletion_noted_at": {"$lt": before}}, {"purge_pending": True}]},
-            {"_id": 1},
-            limit=limit,
-        )
-        return [d["_id"] for d in await cursor.to_list()]
+        due = {"$or": [{"deletion_noted_at": {"$lt": before}}, {"purge_pending": True}]}
+        found = await self.db[cols.CAMPAIGNS].find(due, {"_id": 1}, limit=limit).to_list()
+        if len(found) < limit:
+            found += await (
+                self.db[cols.TOMBSTONES]
+                .find({"purge_pending": True}, {"_id": 1}, limit=limit - len(found))
+                .to_list()
+            )
+        return list(dict.fromkeys(d["_id"] for d in found))
 
     async def purge_campaign(self, campaign_id: str, deleted_before: datetime) -> bool:
         """Delete every document of a campaign deleted since before `deleted_before`.
@@ -59,33 +62,18 @@ class MongoMaintenance:
         own time: a delete replayed or delayed past the retention must still leave its
         restore, right behind it, something to restore.
 
-        First the snapshot becomes a tombstone, in one conditional write: a restore being
-        applied at that moment conflicts with it, and only one of the two happens. The
-        tombstone keeps the last revision (a campaign id used again goes on from it, so no
-        revision number is published twice) and marks the purge pending until the documents
-        are gone, so a purge cut short is finished by the next sweep. Processed-event marks
-        stay: a replay of the campaign's old events must not bring it back.
+        First, in one transaction, the campaign document is marked as being purged and a
+        tombstone is written: a restore being applied at that moment conflicts with it, and
+        only one of the two happens. The tombstone keeps the last revision (a campaign id
+        used again goes on from it, so no revision number is published twice) and marks the
+        purge pending until the documents are gone, so a purge cut short is finished by the
+        next sweep. Processed-event marks stay: a replay of the campaign's old events must
+        not bring it back.
         """
-        snapshots = self.db[cols.SNAPSHOTS]
-        claimed = await snapshots.find_one_and_update(
-            {"_id": campaign_id, "deletion_noted_at": {"$lt": deleted_before}},
-            [
-                {
-                    "$replaceWith": {
-                        "_id": "$_id",
-                        "campaign_id": "$_id",
-                        "tombstone": True,
-                        "purge_pending": True,
-                        "revision": "$revision",
-                        "purged_at": {"$literal": deleted_before},
-                    }
-                }
-            ],
+        claimed = await self.store.in_transaction(
+            lambda tx: _claim_purge(tx, campaign_id, deleted_before)
         )
-        if (
-            claimed is None
-            and await snapshots.find_one({"_id": campaign_id, "purge_pending": True}) is None
-        ):
+        if not claimed:
             return False  # restored meanwhile, or purged already
         await self._keep_version_marks(campaign_id)
         for name in (
@@ -100,7 +88,9 @@ class MongoMaintenance:
         ):
             key = "_id" if name == cols.CAMPAIGNS else "campaign_id"
             await self.db[name].delete_many({key: campaign_id})
-        await snapshots.update_one({"_id": campaign_id}, {"$set": {"purge_pending": False}})
+        await self.db[cols.TOMBSTONES].update_one(
+            {"_id": campaign_id}, {"$set": {"purge_pending": False}}
+        )
         return True
 
     async def _keep_version_marks(self, campaign_id: str) -> None:
@@ -134,6 +124,32 @@ async def _claim(tx: Transaction, before: datetime, limit: int) -> list[Document
         # again (a dead-letter replay, a producer retry) is applied as new.
         await tx.db[cols.PROCESSED_EVENTS].delete_many({"_id": {"$in": ids}}, session=tx.session)
     return found
+
+
+async def _claim_purge(tx: Transaction, campaign_id: str, deleted_before: datetime) -> bool:
+    """Whether the campaign is to be purged now: its document, deleted long enough ago, is
+    marked as being purged beside a tombstone, or a purge cut short left its tombstone."""
+    campaigns, tombstones = tx.db[cols.CAMPAIGNS], tx.db[cols.TOMBSTONES]
+    doc = await campaigns.find_one_and_update(
+        {
+            "_id": campaign_id,
+            "$or": [{"deletion_noted_at": {"$lt": deleted_before}}, {"purge_pending": True}],
+        },
+        {"$set": {"purge_pending": True, "purged_at": deleted_before}},
+        projection={"revision": 1},
+        session=tx.session,
+    )
+    if doc is None:
+        pending = {"_id": campaign_id, "purge_pending": True}
+        return await tombstones.find_one(pending, {"_id": 1}, session=tx.session) is not None
+    tombstone = {
+        "campaign_id": campaign_id,
+        "revision": doc["revision"],
+        "purged_at": deleted_before,
+        "purge_pending": True,
+    }
+    await tombstones.replace_one({"_id": campaign_id}, tombstone, upsert=True, session=tx.session)
+    return True
 
 
 async def _insert_new(collection: AsyncCollection[Document], docs: list[Document]) -> None:

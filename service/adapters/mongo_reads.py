@@ -24,8 +24,8 @@ class MongoReads:
         self.db = db
 
     async def snapshot_document(self, campaign_id: str) -> Document | None:
-        return await self.db[cols.SNAPSHOTS].find_one(
-            {"_id": campaign_id, "tombstone": {"$ne": True}},
+        return await self.db[cols.CAMPAIGNS].find_one(
+            {"_id": campaign_id, "purge_pending": {"$ne": True}},
             {"snapshot": 1, "private.audit_outcomes": 1},
         )
 
@@ -115,8 +115,11 @@ class MongoReads:
                 async for doc in cursor:
                     yield doc
             return
-        key = "_id" if collection == cols.CAMPAIGNS else "campaign_id"
-        async for doc in self.db[collection].find({key: campaign_id}, sort=[("_id", 1)]):
+        if collection == cols.CAMPAIGNS:  # the entity, not the service's state beside it
+            query, projection = {"_id": campaign_id}, cols.CAMPAIGN_ENTITY_ONLY
+        else:
+            query, projection = {"campaign_id": campaign_id}, None
+        async for doc in self.db[collection].find(query, projection, sort=[("_id", 1)]):
             yield doc
 
     async def artifact_ids(self, campaign_id: str) -> list[str]:
@@ -136,7 +139,7 @@ class MongoReads:
 
     async def snapshot_revision(self, campaign_id: str) -> int | None:
         """Only the stored revision: a tiny read that tells whether a cached copy is current."""
-        doc = await self.db[cols.SNAPSHOTS].find_one(
-            {"_id": campaign_id, "tombstone": {"$ne": True}}, {"revision": 1}
+        doc = await self.db[cols.CAMPAIGNS].find_one(
+            {"_id": campaign_id, "purge_pending": {"$ne": True}}, {"revision": 1}
         )
         return None if doc is None else int(doc["revision"])

@@ -63,19 +63,27 @@ class MongoRestoreTransaction(RestoreTransaction):
         for collection in cols.ENTITY_COLLECTIONS:
             ids = [doc["_id"] for doc in export.documents[collection]]
             found: dict[str, Document] = {}
+            # The campaign entity, not the service's state beside it.
+            entity = cols.CAMPAIGN_ENTITY_ONLY if collection == cols.CAMPAIGNS else None
             for start in range(0, len(ids), _ID_CHUNK):
                 cursor = tx.db[collection].find(
-                    {"_id": {"$in": ids[start : start + _ID_CHUNK]}}, session=tx.session
+                    {"_id": {"$in": ids[start : start + _ID_CHUNK]}}, entity, session=tx.session
                 )
                 found.update((doc["_id"], doc) for doc in await cursor.to_list())
             documents[collection] = found
         # Marks and the stored campaign state as the consumer reads them.
         await tx.load(self.view, {"processed": set(export.event_keys()), "campaign": {campaign_id}})
-        snapshot = await tx.db[cols.SNAPSHOTS].find_one(
-            {"_id": campaign_id},
-            {"revision": 1, "tombstone": 1, "purge_pending": 1, "imported_from_revision": 1},
-            session=tx.session,
+        fields = {"revision": 1, "purge_pending": 1, "imported_from_revision": 1}
+        state = await tx.db[cols.CAMPAIGNS].find_one(
+            {"_id": campaign_id}, fields, session=tx.session
         )
+        tombstone = await tx.db[cols.TOMBSTONES].find_one(
+            {"_id": campaign_id}, fields, session=tx.session
+        )
+        # Being purged: the campaign document is marked first, the tombstone cleared last.
+        purging = any(doc and doc.get("purge_pending") for doc in (state, tombstone))
+        if purging or state is None:
+            state = tombstone
         carried = tx.stored_outbox.get(campaign_id)
         versions = [doc["_id"] for doc in export.documents[cols.VERSIONS]]
         held = await tx.db[cols.HELD_EVENTS].count_documents(
@@ -84,10 +92,10 @@ class MongoRestoreTransaction(RestoreTransaction):
         return Stored(
             documents=documents,
             marked=frozenset(self.view.processed),
-            snapshot_revision=snapshot["revision"] if snapshot else None,
-            tombstone=bool(snapshot and snapshot.get("tombstone")),
-            purge_pending=bool(snapshot and snapshot.get("purge_pending")),
-            imported_from_revision=snapshot.get("imported_from_revision") if snapshot else None,
+            snapshot_revision=state["revision"] if state else None,
+            tombstone=state is not None and state is tombstone,
+            purge_pending=purging,
+            imported_from_revision=state.get("imported_from_revision") if state else None,
             held_for_versions=held,
             unconfirmed=(carried.writer, carried.entries)
             if carried and carried.writer.startswith(IMPORT_WRITER)
@@ -112,7 +120,7 @@ class MongoRestoreTransaction(RestoreTransaction):
             changes.campaigns[export.campaign_id] = plan.state
         await self.tx.write(self.view, changes, outbox, now, writer=writer)
         if renumbered_from is not None:
-            await self.tx.db[cols.SNAPSHOTS].update_one(
+            await self.tx.db[cols.CAMPAIGNS].update_one(
                 {"_id": export.campaign_id},
                 {"$set": {"imported_from_revision": renumbered_from}},
                 session=self.tx.session,
@@ -137,7 +145,7 @@ class MongoRestore:
     async def confirm_published(self, campaign_id: str, writer: str) -> None:
         """Published: the document's entries need not be sent again. Only while `writer` still
         holds them: a batch that rewrote the document since then owns what it holds."""
-        await self.store.db[cols.SNAPSHOTS].update_one(
+        await self.store.db[cols.CAMPAIGNS].update_one(
             {"_id": campaign_id, "campaign_id": campaign_id, "outbox_writer": writer},
             {"$set": {"outbox": []}},
         )

@@ -20,7 +20,12 @@ VERSIONS = "versions"
 AUDIT_REPORTS = "audit_reports"
 ITERATION_LOGS = "iteration_logs"
 RUNS = "orchestration_runs"
-SNAPSHOTS = "snapshots"
+# A purged campaign's last revision (its id used again goes on from it), and whether the purge
+# is still deleting its documents.
+TOMBSTONES = "campaign_tombstones"
+# Where each campaign's snapshot lived before it moved into the campaign document: emptied
+# into `campaigns` and `campaign_tombstones` at start (see MongoStore.ensure_schema).
+LEGACY_SNAPSHOTS = "snapshots"
 HELD_EVENTS = "held_events"
 PROCESSED_EVENTS = "processed_events"
 OUTBOX = "outbox"
@@ -31,6 +36,24 @@ NAMESPACE_EXISTS = 48  # the server's code when a collection was created concurr
 INDEX_NOT_FOUND = 27
 
 ENTITY_COLLECTIONS = (CAMPAIGNS, ARTIFACTS, VERSIONS, AUDIT_REPORTS, ITERATION_LOGS, RUNS)
+
+# A campaign document holds the campaign entity of the contract and, beside it, what only the
+# service reads: the snapshot and the rules' private state, the snapshot outbox, the retention
+# marks. One document, so a change costs one write (they change together at every event).
+# Exports, imports and every entity read leave these fields out.
+CAMPAIGN_STATE_FIELDS = (
+    "snapshot",
+    "private",
+    "outbox",
+    "outbox_writer",
+    "outbox_batch",
+    "written_at",
+    "deletion_noted_at",
+    "purge_pending",
+    "purged_at",
+    "imported_from_revision",
+)
+CAMPAIGN_ENTITY_ONLY: dict[str, Any] = dict.fromkeys(CAMPAIGN_STATE_FIELDS, 0)
 
 _STRING = {"bsonType": "string"}
 _DATE = {"bsonType": "date"}
@@ -62,7 +85,14 @@ VALIDATORS: dict[str, dict[str, Any]] = {
             "updated_at": _DATE,
             "revision": _INT,
         },
-        {"name": _OPTIONAL_STRING, "deleted_at": _OPTIONAL_DATE},
+        {
+            "name": _OPTIONAL_STRING,
+            "deleted_at": _OPTIONAL_DATE,
+            # The batch reads the state and compare-and-sets it by `_id` and `campaign_id`
+            # (the shard key) and revision.
+            "snapshot": {"bsonType": "object"},
+            "private": {"bsonType": "object"},
+        },
     ),
     ARTIFACTS: _schema(
         {
@@ -109,9 +139,7 @@ VALIDATORS: dict[str, dict[str, Any]] = {
             "status": {"enum": ["running", "completed", "failed", "cancelled"]},
         }
     ),
-    # The batch reads and compare-and-sets snapshots by `_id` and `campaign_id` (the shard
-    # key): a snapshot written without it would never be found again.
-    SNAPSHOTS: _schema({"campaign_id": _STRING}),
+    TOMBSTONES: _schema({"campaign_id": _STRING, "revision": _INT, "purge_pending": _BOOL}),
 }
 
 # Sharding: every collection can be sharded on `campaign_id`, so every unique
@@ -119,7 +147,8 @@ VALIDATORS: dict[str, dict[str, Any]] = {
 # (one campaign owns each), so a unique index with `campaign_id` in front enforces the same
 # uniqueness as the same index without it.
 INDEXES: dict[str, list[IndexModel]] = {
-    CAMPAIGNS: [],
+    # the retention sweep: deleted campaigns by when the delete was applied
+    CAMPAIGNS: [IndexModel([("deletion_noted_at", ASCENDING)])],
     ARTIFACTS: [IndexModel([("campaign_id", ASCENDING), ("_id", ASCENDING)])],
     VERSIONS: [
         # A number is never used twice; also the archive successor (read backwards), purge,
@@ -150,8 +179,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("feedback_id", ASCENDING)]),
     ],
     RUNS: [IndexModel([("campaign_id", ASCENDING)])],
-    # the retention sweep: deleted campaigns by when the delete was applied
-    SNAPSHOTS: [IndexModel([("deletion_noted_at", ASCENDING)])],
+    TOMBSTONES: [],  # read by _id, and by `purge_pending` in the sweep (a few documents)
     HELD_EVENTS: [
         IndexModel([("version_id", ASCENDING), ("seq", ASCENDING)]),
         IndexModel([("held_at", ASCENDING)]),

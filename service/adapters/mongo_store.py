@@ -79,10 +79,12 @@ class Transaction:
         self.read_concern = read_concern
         self.began = False
         self.writes = Writes(db, session)
-        # Of each loaded snapshot document: the outbox entries it holds (see `StoredOutbox`)
-        # and when its delete was noted (kept or written by this batch).
+        # Of each loaded campaign document: the outbox entries it holds (see `StoredOutbox`)
+        # and when its delete was noted (kept or written by this batch); which campaigns
+        # have one (a purged campaign's state comes from its tombstone).
         self.stored_outbox: dict[str, StoredOutbox] = {}
         self.noted: dict[str, datetime | None] = {}
+        self.stored_docs: set[str] = set()
         # The probe for held events found none anywhere (see `_held_for`).
         self.none_held = False
         # Some campaign state came from memory, not from this transaction's reads: a
@@ -109,24 +111,7 @@ class Transaction:
             view.checked_events.update(ids)
             view.processed.update(by_mark[d["_id"]] for d in found)
         if ids := keys.get("campaign"):
-            # `campaign_id` equals `_id` here; it is the shard key (see mongo_schema).
-            query = {"_id": {"$in": list(ids)}, "campaign_id": {"$in": list(ids)}}
-            found = await self._find(cols.SNAPSHOTS, query)
-            view.campaigns.update(dict.fromkeys(ids))
-            for doc in found:
-                self.noted[doc["_id"]] = doc.get("deletion_noted_at")
-                if packed := doc.get("outbox"):
-                    self.stored_outbox[doc["_id"]] = StoredOutbox(
-                        doc["_id"],
-                        doc.get("outbox_writer", ""),
-                        doc.get("outbox_batch", UNKNOWN),
-                        packed,
-                    )
-                view.campaigns[doc["_id"]] = (
-                    CampaignState.new(doc["_id"], doc["purged_at"], after_revision=doc["revision"])
-                    if doc.get("tombstone")
-                    else CampaignState.restore(doc["snapshot"], doc["private"])
-                )
+            await self._load_campaigns(view, ids)
         if ids := view.owners_in_states(keys.get("artifact", set())):
             found = await self._find(
                 cols.ARTIFACTS, {"_id": {"$in": list(ids)}}, {"campaign_id": 1, "artifact_type": 1}
@@ -152,6 +137,37 @@ class Transaction:
                 view.held[version_id] = []
             for doc in found:
                 view.held[doc["version_id"]].append(held_event(doc))
+
+    async def _load_campaigns(self, view: View, ids: set[str]) -> None:
+        """Each campaign's state from its document; a purged one's from its tombstone (a
+        campaign never stored is None)."""
+        # `campaign_id` equals `_id` here; it is the shard key (see mongo_schema).
+        query = {"_id": {"$in": list(ids)}, "campaign_id": {"$in": list(ids)}}
+        found = await self._find(cols.CAMPAIGNS, query)
+        view.campaigns.update(dict.fromkeys(ids))
+        for doc in found:
+            cid = doc["_id"]
+            self.stored_docs.add(cid)
+            self.noted[cid] = doc.get("deletion_noted_at")
+            if packed := doc.get("outbox"):
+                self.stored_outbox[cid] = StoredOutbox(
+                    cid, doc.get("outbox_writer", ""), doc.get("outbox_batch", UNKNOWN), packed
+                )
+            view.campaigns[cid] = (
+                # Claimed by a purge that is deleting its documents: as good as gone.
+                CampaignState.new(cid, doc["purged_at"], after_revision=doc["revision"])
+                if doc.get("purge_pending")
+                # The brief is stored once, as the entity's field.
+                else CampaignState.restore(
+                    doc["snapshot"], {**doc["private"], "brief": doc.get("brief")}
+                )
+            )
+        if gone := list(ids - self.stored_docs):
+            query = {"_id": {"$in": gone}, "campaign_id": {"$in": gone}}
+            for doc in await self._find(cols.TOMBSTONES, query):
+                view.campaigns[doc["_id"]] = CampaignState.new(
+                    doc["_id"], doc["purged_at"], after_revision=doc["revision"]
+                )
 
     async def _held_for(self, version_ids: set[str]) -> list[Document]:
         """The events waiting for these versions, in arrival order.
@@ -195,7 +211,7 @@ class Transaction:
         for cid, revision in campaigns.items():
             self.writes.add(
                 Write(
-                    cols.SNAPSHOTS,
+                    cols.CAMPAIGNS,
                     "update",
                     {"_id": cid, "campaign_id": cid, "revision": revision},
                     {"$set": {"outbox_writer": stamp.writer, "outbox_batch": stamp.batch}},
@@ -228,8 +244,15 @@ class Transaction:
         """
         stamp = stamp or Stamp(writer, UNKNOWN)
         writes = self.writes
+        # An imported campaign document goes into the campaign document written below, with
+        # the campaign's state.
+        imported: dict[str, Document] = {}
         for kind, records in changes.inserts.items():
-            writes.insert(COLLECTION_OF[kind], records)
+            if kind == "campaign":
+                imported = {r["_id"]: r for r in records if r["_id"] in changes.campaigns}
+                records = [r for r in records if r["_id"] not in imported]  # noqa: PLW2901
+            if records:
+                writes.insert(COLLECTION_OF[kind], records)
         for (entity, entity_id), fields in changes.patches.items():
             writes.add(_patch(view, entity, entity_id, fields))
         if changes.processed:
@@ -248,7 +271,7 @@ class Transaction:
                 )
             )
         in_documents, rest = split_outbox(outbox, changes.campaigns)
-        self._write_snapshots(view, changes, in_documents, stamp, now)
+        self._write_campaigns(view, changes, imported, in_documents, stamp=stamp, now=now)
         stored: list[OutboxEntry] = []
         if rest:
             chunks = outbox_chunks(rest, now)
@@ -265,14 +288,17 @@ class Transaction:
             raise
         return stored
 
-    def _write_snapshots(
+    def _write_campaigns(
         self,
         view: View,
         changes: Changes,
+        imported: Mapping[str, Document],
         outbox: Mapping[str, bytes],
+        *,
         stamp: Stamp,
         now: datetime,
     ) -> None:
+        """Each changed campaign's document, whole: the entity, its snapshot and state."""
         # Each campaign's newest snapshot was rendered by the rules already: reuse it.
         rendered = {snapshot["campaign_id"]: snapshot for snapshot in changes.snapshots}
         for campaign in changes.campaigns.values():
@@ -289,33 +315,31 @@ class Transaction:
             else:
                 noted = self.noted.get(cid)
             self.noted[cid] = noted
+            private = campaign.private()
+            del private["brief"]  # stored once, as the entity's field
             doc = {
+                **imported.get(cid, {}),
                 "_id": cid,
                 "campaign_id": cid,
+                **campaign.entity(),
                 "snapshot": snapshot,
-                "private": campaign.private(),
-                "tombstone": False,
+                "private": private,
                 "purge_pending": False,
-                "revision": campaign.revision,
-                "deleted": campaign.deleted,
-                "deleted_at": campaign.deleted_at,
                 "deletion_noted_at": noted,
                 "written_at": now,
                 "outbox": outbox.get(cid, []),
                 "outbox_writer": stamp.writer,
                 "outbox_batch": stamp.batch,
             }
-            if stored is None:
-                self.writes.insert(cols.SNAPSHOTS, [doc])
-            else:
+            if stored is not None and (stored.exists or cid in self.stored_docs):
                 # Compare-and-set on the revision read: a concurrent writer makes this miss.
                 target = {"_id": cid, "campaign_id": cid, "revision": stored.revision}
-                self.writes.add(Write(cols.SNAPSHOTS, "replace", target, doc, must_match=True))
+                self.writes.add(Write(cols.CAMPAIGNS, "replace", target, doc, must_match=True))
+            else:
+                self.writes.insert(cols.CAMPAIGNS, [doc])
 
 
 def _patch(view: View, entity: Entity, entity_id: str, fields: Document) -> Write:
-    if entity == "campaign":
-        fields = {"campaign_id": entity_id, **fields}
     # The shard key in every filter: the write goes to one shard, and an upsert on a sharded
     # collection requires it.
     target = {"_id": entity_id, "campaign_id": fields.get("campaign_id")}
@@ -330,7 +354,7 @@ def _patch(view: View, entity: Entity, entity_id: str, fields: Document) -> Writ
         # or paths.
         update = [{"$set": {k: {"$literal": v} for k, v in fields.items()}}]
         return Write(collection, "update", target, update)
-    # The rules always give a campaign, artifact or run whole: a replacement is cheaper than
+    # The rules always give an artifact or run whole: a replacement is cheaper than
     # an update and stores nested '$' and '.' keys as they are.
     return Write(collection, "replace", target, fields, upsert=True)
 
@@ -370,15 +394,47 @@ class MongoStore:
 
     async def ensure_schema(self) -> None:
         await cols.ensure_schema(self.db)
-        # Snapshot documents written before they carried their shard key.
-        await self.db[cols.SNAPSHOTS].update_many(
-            {"campaign_id": {"$exists": False}}, [{"$set": {"campaign_id": "$_id"}}]
-        )
+        await self._move_legacy_snapshots()
         # Artifact documents written when they still followed their versions: no stale copy.
         await self.db[cols.ARTIFACTS].update_many(
             {"version_count": {"$exists": True}},
             {"$unset": dict.fromkeys(DERIVED_ARTIFACT_FIELDS, "")},
         )
+
+    async def _move_legacy_snapshots(self) -> None:
+        """Snapshot documents of an earlier version, kept apart from their campaign documents:
+        each goes into its campaign document, or becomes a tombstone if it was one, and then
+        is deleted. Repeatable: a start cut short moves the rest at the next one. Stop the
+        instances of the earlier version first (they would still write the old documents).
+        """
+        legacy = self.db[cols.LEGACY_SNAPSHOTS]
+        async for doc in legacy.find():
+            cid = doc["_id"]
+            if doc.get("tombstone"):
+                tombstone = {
+                    "campaign_id": cid,
+                    "revision": doc["revision"],
+                    "purged_at": doc["purged_at"],
+                    "purge_pending": bool(doc.get("purge_pending")),
+                }
+                await self.db[cols.TOMBSTONES].replace_one({"_id": cid}, tombstone, upsert=True)
+                if tombstone["purge_pending"]:  # its campaign document may not be deleted yet
+                    await self.db[cols.CAMPAIGNS].update_one(
+                        {"_id": cid},
+                        {"$set": {"purge_pending": True, "purged_at": doc["purged_at"]}},
+                    )
+            else:
+                state = {k: doc[k] for k in cols.CAMPAIGN_STATE_FIELDS if k in doc}
+                state["private"] = {k: v for k, v in doc["private"].items() if k != "brief"}
+                moved = await self.db[cols.CAMPAIGNS].update_one(
+                    {"_id": cid, "revision": doc["revision"]}, {"$set": state}
+                )
+                if not moved.matched_count:
+                    raise StoreRejected(
+                        f"the stored snapshot of campaign {cid} (revision {doc['revision']}) "
+                        "has no campaign document of the same revision: not moved"
+                    )
+            await legacy.delete_one({"_id": cid})
 
     async def ping(self) -> bool:
         try:

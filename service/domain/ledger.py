@@ -55,7 +55,7 @@ from service.domain.state import (
 )
 
 # What the rules patch (whole or in part), and every kind of record they insert.
-Entity = Literal["campaign", "artifact", "run", "version"]
+Entity = Literal["artifact", "run", "version"]  # patched; a campaign is stored whole
 Kind = Literal["campaign", "artifact", "run", "version", "audit_report", "iteration_log"]
 Record = dict[str, Any]
 
@@ -742,21 +742,7 @@ class _Batch:
             )
         for campaign_id in self.changed:
             campaign = self.campaigns[campaign_id]
-            changes.campaigns[campaign_id] = campaign
-            changes.patch(
-                "campaign",
-                campaign_id,
-                {
-                    "name": campaign.name,
-                    "brief": campaign.brief,
-                    "status": campaign.status.value,
-                    "deleted": campaign.deleted,
-                    "deleted_at": campaign.deleted_at,
-                    "created_at": campaign.created_at,
-                    "updated_at": campaign.updated_at,
-                    "revision": campaign.revision,
-                },
-            )
+            changes.campaigns[campaign_id] = campaign  # stored whole, the entity with it
 
 
 # The rule of each event type but generation (which also releases held events). Functions,

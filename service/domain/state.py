@@ -252,6 +252,19 @@ class CampaignState:
             "counts": self.counts.render(),
         }
 
+    def entity(self) -> dict[str, Any]:
+        """The campaign entity's own fields, as the campaigns collection stores them."""
+        return {
+            "name": self.name,
+            "brief": self.brief,
+            "status": self.status.value,
+            "deleted": self.deleted,
+            "deleted_at": self.deleted_at,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "revision": self.revision,
+        }
+
     def private(self) -> dict[str, Any]:
         """What the rules need beyond the snapshot; stored beside it, never published."""
         return {

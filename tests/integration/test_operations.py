@@ -21,7 +21,7 @@ import orjson
 import pytest
 from pymongo import AsyncMongoClient
 
-from service.adapters.mongo_schema import ENTITY_COLLECTIONS
+from service.adapters.mongo_schema import CAMPAIGN_ENTITY_ONLY, ENTITY_COLLECTIONS, TOMBSTONES
 from service.settings import Settings
 from tests.events import audited, cloud_event, generated, lifecycle
 from tests.integration.harness import Ledger, eventually, isolated_settings, new_id, running_ledger
@@ -288,10 +288,13 @@ async def _documents(client: AsyncMongoClient[dict[str, Any]], db: str, campaign
     found: dict[str, Any] = {}
     for name in ENTITY_COLLECTIONS:
         key = "_id" if name == "campaigns" else "campaign_id"
-        found[name] = await client[db][name].find({key: campaign}, sort=[("_id", 1)]).to_list()
-    snapshot = await client[db]["snapshots"].find_one({"_id": campaign})
-    assert snapshot is not None
-    found["snapshot"] = (snapshot["snapshot"], snapshot["private"], snapshot["revision"])
+        # The campaign entity, then the service's state stored beside it.
+        entity = CAMPAIGN_ENTITY_ONLY if name == "campaigns" else None
+        cursor = client[db][name].find({key: campaign}, entity, sort=[("_id", 1)])
+        found[name] = await cursor.to_list()
+    stored = await client[db]["campaigns"].find_one({"_id": campaign})
+    assert stored is not None
+    found["snapshot"] = (stored["snapshot"], stored["private"], stored["revision"])
     return found
 
 
@@ -438,12 +441,12 @@ async def test_import_over_a_purged_campaign_goes_on_from_its_last_revision(
     try:
         tombstone = {
             "_id": campaign,
-            "tombstone": True,
+            "campaign_id": campaign,
             "purge_pending": False,
             "revision": 7,
             "purged_at": datetime.now(UTC),
         }
-        await client[other_database]["snapshots"].insert_one(tombstone)
+        await client[other_database][TOMBSTONES].insert_one(tombstone)
         published_before = len(await ledger.snapshots(campaign))
         run = await cli(settings, "import", str(path), MONGODB_DATABASE=other_database)
         assert run.code == 0, run.stderr

@@ -65,7 +65,7 @@ def version(n: int) -> list[object]:
 
 
 def snapshot_reads(seen: list[tuple[str, object]]) -> int:
-    return sum(1 for name, collection in seen if name == "find" and collection == cols.SNAPSHOTS)
+    return sum(1 for name, collection in seen if name == "find" and collection == cols.CAMPAIGNS)
 
 
 async def test_a_steady_batch_reads_no_campaign_and_writes_in_one_command(
@@ -95,7 +95,7 @@ async def test_a_batch_above_the_one_command_limit_writes_per_collection(
     mongo = MongoStore.connect(
         mongodb_uri,
         f"ledger_owned_{uuid.uuid4().hex[:8]}",
-        one_command_max_writes=2,  # a steady batch here writes a version, campaign, snapshot
+        one_command_max_writes=1,  # a steady batch here writes a version and its campaign
         event_listeners=[commands],
     )
     try:
@@ -106,7 +106,7 @@ async def test_a_batch_above_the_one_command_limit_writes_per_collection(
         commands.take()
         await processor.process(version(2))
         written = [c for name, c in commands.take() if name in ("insert", "update", "bulkWrite")]
-        assert written == [cols.VERSIONS, cols.CAMPAIGNS, cols.SNAPSHOTS], written
+        assert written == [cols.VERSIONS, cols.CAMPAIGNS], written
     finally:
         await mongo.client.drop_database(mongo.db.name)
         await mongo.close()
@@ -144,7 +144,7 @@ async def test_a_lost_compare_and_set_reads_again_and_loses_nothing(
         async for doc in mongo.db[cols.VERSIONS].find({"campaign_id": "c-own"}).sort("_id")
     ]
     assert numbers == [1, 2, 3]
-    stored = await mongo.db[cols.SNAPSHOTS].find_one({"_id": "c-own"})
+    stored = await mongo.db[cols.CAMPAIGNS].find_one({"_id": "c-own"})
     assert stored is not None and stored["revision"] == 3
     assert stored["snapshot"]["artifacts"][0]["version_count"] == 3
 

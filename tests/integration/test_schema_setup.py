@@ -8,8 +8,17 @@ from datetime import UTC, datetime
 
 from pymongo import ASCENDING, IndexModel
 
-from service.adapters.mongo_schema import ENTITY_COLLECTIONS, INDEXES
+from service.adapters.mongo_schema import (
+    CAMPAIGN_STATE_FIELDS,
+    ENTITY_COLLECTIONS,
+    INDEXES,
+    LEGACY_SNAPSHOTS,
+    TOMBSTONES,
+)
 from service.adapters.mongo_store import MongoStore
+from service.app.processor import BatchProcessor
+from tests.integration.test_owned_campaigns import Recorder
+from tests.unit.factories import generated
 
 
 async def test_instances_starting_together_all_set_up_the_schema(mongodb_uri: str) -> None:
@@ -79,6 +88,73 @@ async def test_artifact_documents_lose_what_follows_from_their_versions_at_start
             "artifact_type": "copy",
             "created_at": created,
         }
+    finally:
+        await store.client.drop_database(store.db.name)
+        await store.close()
+
+
+async def test_snapshot_documents_of_an_earlier_version_move_into_their_campaigns_at_start(
+    mongodb_uri: str,
+) -> None:
+    """Earlier versions kept each campaign's snapshot in a document of its own: at start it
+    moves into the campaign document (a tombstone into the tombstones), and the campaign goes
+    on from the state it held."""
+    store = MongoStore.connect(mongodb_uri, f"ledger_schema_{uuid.uuid4().hex[:8]}")
+    try:
+        await store.ensure_schema()
+        processor = BatchProcessor(store, Recorder(), max_event_bytes=1 << 20)
+        for n in (1, 2):
+            await processor.process([generated("c-1", "c-1.copy", f"c-1.copy.v{n}").record])
+        stored = await store.db.campaigns.find_one({"_id": "c-1"})
+        assert stored is not None
+        # The earlier layout: the entity alone, the snapshot (the brief in its private part)
+        # apart, and tombstones among the snapshots, one of a purge cut short.
+        state = {k: stored[k] for k in CAMPAIGN_STATE_FIELDS if k in stored}
+        legacy = {
+            "_id": "c-1",
+            "campaign_id": "c-1",
+            "tombstone": False,
+            "revision": 2,
+            **state,
+            "private": {**state["private"], "brief": stored["brief"]},
+        }
+        await store.db.campaigns.update_one(
+            {"_id": "c-1"}, {"$unset": dict.fromkeys(CAMPAIGN_STATE_FIELDS, "")}
+        )
+        purged_at = datetime(2026, 11, 1, tzinfo=UTC)
+        await store.db.campaigns.insert_one({**stored, "_id": "c-3", "campaign_id": "c-3"})
+        await store.db[LEGACY_SNAPSHOTS].insert_many(
+            [
+                legacy,
+                {"_id": "c-2", "campaign_id": "c-2", "tombstone": True, "purge_pending": False,
+                 "revision": 5, "purged_at": purged_at},
+                {"_id": "c-3", "campaign_id": "c-3", "tombstone": True, "purge_pending": True,
+                 "revision": 2, "purged_at": purged_at},
+            ]
+        )  # fmt: skip
+
+        published = Recorder()
+        restarted = BatchProcessor(store, published, max_event_bytes=1 << 20)
+        await store.ensure_schema()
+        assert await store.db[LEGACY_SNAPSHOTS].count_documents({}) == 0
+        moved = await store.db.campaigns.find_one({"_id": "c-1"})
+        assert moved is not None and moved["private"] == stored["private"]
+        assert {k: moved[k] for k in state} == state
+        tombstones = await store.db[TOMBSTONES].find({}, sort=[("_id", 1)]).to_list()
+        assert [(t["_id"], t["revision"], t["purge_pending"]) for t in tombstones] == [
+            ("c-2", 5, False),
+            ("c-3", 2, True),
+        ]
+        purging = await store.db.campaigns.find_one({"_id": "c-3"})
+        assert purging is not None and purging["purge_pending"] is True
+
+        await restarted.process([generated("c-1", "c-1.copy", "c-1.copy.v3").record])
+        await restarted.process([generated("c-2", "c-2.copy", "c-2.copy.v1").record])
+        # (revision 2 may go out again: its published mark may not have been written yet)
+        assert published.revisions()[-2:] == [3, 6]
+        after = await store.db.campaigns.find_one({"_id": "c-1"})
+        assert after is not None
+        assert after["snapshot"]["artifacts"][0]["version_count"] == 3
     finally:
         await store.client.drop_database(store.db.name)
         await store.close()

@@ -187,6 +187,8 @@ class MemoryStore:
             self.campaign_states[campaign_id] = copy.deepcopy(campaign)
         for (entity, entity_id), fields in changes.patches.items():
             self._patch(entity, entity_id, copy.deepcopy(fields))
+        for campaign_id, campaign in changes.campaigns.items():  # the campaign entity
+            self._patch("campaign", campaign_id, copy.deepcopy(campaign.entity()))
 
     def _collection(self, name: str) -> dict[str, Record]:
         return {

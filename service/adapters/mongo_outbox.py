@@ -1,6 +1,6 @@
 """How the outbox is stored in MongoDB (the rules are in `service.app.outbox`).
 
-Snapshot entries ride in their campaign's snapshot document, which the batch rewrites
+Snapshot entries ride in their campaign's document, which the batch rewrites
 anyway, packed into one compressed value: no outbox insert, read back or delete per batch.
 Entries of a campaign whose document is not rewritten (dead letters) or too large for it go
 to the outbox collection, one document per campaign and batch.
@@ -29,7 +29,7 @@ LZ4_PACKED = b"\x01"
 
 
 def pack_outbox(entries: list[OutboxEntry]) -> bytes:
-    """A campaign's entries as one compressed value for its snapshot document.
+    """A campaign's entries as one compressed value for its campaign document.
 
     Consecutive revisions of one campaign differ in a few fields: compressed together they
     take a fraction of the bytes, which the database would otherwise write, journal and
@@ -145,7 +145,7 @@ def _entry(campaign_id: str, stored: Document, chunk: str) -> OutboxEntry:
 
 
 class StoredOutbox:
-    """The outbox entries a loaded snapshot document holds: who stored them (`writer`) in
+    """The outbox entries a loaded campaign document holds: who stored them (`writer`) in
     which of its batches. Unpacked only when asked for: almost always they were published
     long ago."""
 

@@ -235,7 +235,7 @@ class Transaction:
         `mongo_writes`), with whatever was queued before. Returns the entries that went to
         the outbox collection, as stored.
 
-        Snapshot entries of the outbox ride in their campaign's snapshot document, which the
+        Snapshot entries of the outbox ride in their campaign's document, which the
         batch rewrites anyway: no outbox insert, read back or delete per batch. `stamp`
         says who stores them in which batch (see `published_marks`); a bare `writer` has
         no batch, so its entries are never known published (an import clears them itself).

@@ -146,7 +146,7 @@ def semantic_dead_letter(item: SemanticRejection, now: datetime) -> OutboxEntry:
 
 
 class StoredEntries(Protocol):
-    """The outbox entries a loaded snapshot document holds, and who stored them."""
+    """The outbox entries a loaded campaign document holds, and who stored them."""
 
     writer: str
     batch: int

@@ -229,12 +229,12 @@ class Stored:
 
     documents: dict[str, dict[str, Document]]  # collection -> _id -> stored document
     marked: frozenset[str]  # event keys already marked processed
-    snapshot_revision: int | None  # None: no snapshot document for the campaign
+    snapshot_revision: int | None  # None: no campaign document (or tombstone) for the campaign
     tombstone: bool  # the campaign was purged here; its last revision is kept
     purge_pending: bool
     imported_from_revision: int | None  # set by an import that had to renumber (see above)
     held_for_versions: int  # events held here, waiting for one of the export's versions
-    # (writer, entries) an earlier import stored in the snapshot document and did not
+    # (writer, entries) an earlier import stored in the campaign document and did not
     # confirm as published (Kafka was away): published again by this import.
     unconfirmed: tuple[str, list[OutboxEntry]] | None = None
 
@@ -276,7 +276,7 @@ class RestoreStore(Protocol):
     async def delete_outbox(self, entries: Iterable[OutboxEntry]) -> None: ...
 
     async def confirm_published(self, campaign_id: str, writer: str) -> None:
-        """Forget the snapshot document's outbox entries if `writer` still holds them."""
+        """Forget the campaign document's outbox entries if `writer` still holds them."""
 
 
 def _as_exported(doc: Document) -> Any:
@@ -288,7 +288,7 @@ def plan_restore(export: Export, stored: Stored) -> tuple[Plan, int | None]:
     """What to write; raises RestoreConflict. Also the revision renumbered from, if any."""
     if stored.purge_pending:
         raise RestoreConflict(
-            "snapshots", export.campaign_id, "the campaign is being purged here; try again later"
+            CAMPAIGNS, export.campaign_id, "the campaign is being purged here; try again later"
         )
     plan = Plan()
     revision = export.revision
@@ -310,16 +310,7 @@ def plan_restore(export: Export, stored: Stored) -> tuple[Plan, int | None]:
             else:
                 raise RestoreConflict(collection, doc["_id"], _difference(current, doc))
     plan.event_keys = [k for k in dict.fromkeys(export.event_keys()) if k not in stored.marked]
-    if CAMPAIGNS in plan.inserts:
-        if stored.snapshot_revision is not None and not stored.tombstone:
-            # A live campaign here without its campaign document: never overwrite it (its
-            # revision could go backwards).
-            raise RestoreConflict(
-                "snapshots",
-                export.campaign_id,
-                f"a snapshot of this campaign is stored here (revision "
-                f"{stored.snapshot_revision}) but not its campaign document",
-            )
+    if CAMPAIGNS in plan.inserts:  # not stored here, or purged (its tombstone read above)
         plan.state = campaign_state(export, revision)
     elif plan.inserts:
         # The campaign document is here and identical, but some of its documents are not:

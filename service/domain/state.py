@@ -1,8 +1,8 @@
 """The state the rules work on, and how a campaign's state reads as a snapshot.
 
 `CampaignState` is the aggregate: one per campaign, small however long its history grows
-(it holds one summary per artifact and run, never per version). It is stored whole as the
-campaign's snapshot document, so the HTTP snapshot is one read by key.
+(it holds one summary per artifact and run, never per version). It is stored whole in the
+campaign's document, so the HTTP snapshot is one read by key.
 """
 
 from __future__ import annotations

@@ -235,14 +235,6 @@ def test_a_different_stored_document_is_a_conflict_naming_it() -> None:
     assert "content" in raised.value.detail
 
 
-def test_a_live_snapshot_without_its_campaign_document_is_never_overwritten() -> None:
-    store = MemoryStore()
-    deliver(store, one_by_one(full_flow("c-1")))
-    export = ledger_export(store, "c-1")
-    with pytest.raises(RestoreConflict, match="snapshots/c-1"):
-        plan_restore(export, nothing_stored(export, snapshot_revision=export.revision + 3))
-
-
 def test_a_purged_campaign_of_the_same_id_pushes_the_revision_past_its_last() -> None:
     store = MemoryStore()
     deliver(store, one_by_one(full_flow("c-1")))

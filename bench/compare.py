@@ -41,6 +41,11 @@ the raw database ceiling, on one broker, one database and the same events.
      `_id` every 2 ms is measured too, and the one with the smaller p50 reads the phase (on
      SecantusDB a change stream's getMore waits on the oplog's condition variable, woken by
      each commit: the change stream, within a ms).
+   - the latency floor (bench/floor.py, `floor`): a process of its own that, for each fetch
+     of the same events, runs one transaction (the versions inserted and each campaign's
+     document replaced, compare-and-set, as one client-level bulkWrite) and nothing else:
+     from the same moment to its commit, on the wall clock. The least a consumer keeping the
+     write guarantee costs on this machine, beside the others.
    One table holds p50 / p99 / max of both at each rate and the service's ratio to the
    connector's `_insertedTS`; a second one the connector's document seen by the reader and the
    service's ratio to it, with the reader's control delay and which reader it was.
@@ -105,6 +110,7 @@ LIVE_CAMPAIGNS = 50
 QUIET_SECONDS = 5.0
 CONNECTOR = "MongoDB sink connector"
 CONNECTOR_SEEN = f"{CONNECTOR}, seen by a reader"
+FLOOR = "latency floor: one transaction per fetch, version and campaign, nothing else"
 # The reader's own delay (the control of the connector's phase): documents the bench inserts
 # one at a time, each acknowledged, into a scratch collection watched the same way.
 CONTROL_DOCUMENTS = 200
@@ -1036,6 +1042,64 @@ async def connector_latency(bench: Bench, tag: str, records: list[Record], rate:
     )
 
 
+async def floor_latency(bench: Bench, tag: str, records: list[Record], rate: float) -> Latency:
+    """Event handed to the producer -> committed by the latency floor (bench/floor.py): one
+    transaction per fetch, the version inserted and its campaign's document replaced as one
+    client-level bulkWrite, nothing else. What the database and Kafka cost any consumer that
+    keeps the ledger's write guarantee, on this machine beside the others."""
+    topic = f"{tag}.floor"
+    database = f"floor_{uuid.uuid4().hex[:8]}"
+    await create_topics(bench.kafka, [topic])
+    warm_key, warm_value = artifact_events(f"{tag}-warm", 1, 1)[0]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.floor",
+        "--kafka",
+        bench.kafka,
+        "--uri",
+        bench.mongo,
+        "--database",
+        database,
+        "--topic",
+        topic,
+        "--expect",
+        str(len(records) + 1),
+        stdout=subprocess.PIPE,
+        cwd=REPO,
+    )
+    assert process.stdout is not None
+
+    async def line(expected: str | None, timeout: float) -> bytes:
+        got = await asyncio.wait_for(process.stdout.readline(), timeout)  # type: ignore[union-attr]
+        if not got or (expected is not None and got.strip() != expected.encode()):
+            raise SystemExit(f"latency run: bench.floor said {got[:200]!r}, not {expected}")
+        return got
+
+    try:
+        await line("ready", 60)
+        producer = AIOKafkaProducer(bootstrap_servers=bench.kafka, acks="all", linger_ms=0)
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, warm_value, key=warm_key)
+            await line("warm", 60)
+            sent = await send_steady(producer, topic, records, rate)
+        finally:
+            await producer.stop()
+        committed = dict(orjson.loads(await line(None, 120)))
+        await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await drop(bench.mongo, database)
+    handed = {
+        orjson.loads(value)["id"]: at for (_, value), at in zip(records, sent.wall, strict=True)
+    }
+    delays = [(committed[event] - at) * 1000 for event, at in handed.items()]
+    return Latency(f"{FLOOR} (floor)", rate, delays, max(committed.values()) - sent.wall[0])
+
+
 async def warm_up(
     producer: AIOKafkaProducer,
     topic: str,
@@ -1313,7 +1377,7 @@ def servers(tmp: Path) -> Iterator[tuple[str, str, Pids]]:
 
 async def run(args: argparse.Namespace) -> None:
     systems = names(args.systems, ("service", "latest", "connector", "ceiling", "ceiling-notx"))
-    latency_systems = names(args.latency_systems, ("service", "connector"))
+    latency_systems = names(args.latency_systems, ("service", "connector", "floor"))
     modes = [m.strip() for m in args.tracing.split(",") if m.strip()]
     if "connector" in systems or "connector" in latency_systems:
         ensure_kafka_jars(CONNECT_LIB, CONNECT_POM)
@@ -1369,6 +1433,8 @@ async def run(args: argparse.Namespace) -> None:
                     done = len(results)
                     if system == "connector":
                         results.append(await connector_latency(bench, live, records, rate))
+                    elif system == "floor":
+                        results.append(await floor_latency(bench, live, records, rate))
                     else:
                         for publication in args.latency_publication:
                             for variant in [None, *args.latency_variant]:
@@ -1555,7 +1621,9 @@ def main() -> None:
     drain.add_argument("--versions", type=int, default=100, help="per campaign")
     live = parser.add_argument_group("latency")
     live.add_argument(
-        "--latency-systems", default="service,connector", help="comma-separated: service, connector"
+        "--latency-systems",
+        default="service,connector,floor",
+        help="comma-separated: service, connector, floor (bench/floor.py)",
     )
     live.add_argument(
         "--latency-rates",

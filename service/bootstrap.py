@@ -134,7 +134,9 @@ async def _stop_consuming(
     processor: BatchProcessor,
     publisher: KafkaPublisher,
 ) -> None:
-    """The last batch's offsets and published mark land before the group is left."""
+    """The last batch's offsets and published mark land before the group is left (a
+    publication that Kafka keeps refusing is given up: its batch is redelivered)."""
+    processor.give_up_retrying()
     await commits.drain()
     await broker.stop()  # waits for the batch in flight (graceful_timeout)
     await prefetch.stop()  # what it fetched ahead is not processed: the commits say so
@@ -159,6 +161,7 @@ def build(settings: Settings | None = None, role: Role = "all") -> Service:
         publisher,
         max_event_bytes=settings.max_event_bytes,
         publication=settings.snapshot_publication,
+        publish_behind=settings.snapshot_publish_behind,
     )
     watchdog = Watchdog(settings.watchdog_stall_seconds)
     commits, prefetch = CommitBehind(watchdog), Prefetch.from_settings(settings)

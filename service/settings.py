@@ -76,6 +76,10 @@ class Settings(BaseSettings):
     # Contract 1.1: `every` publishes each revision; `latest` only the newest revision a batch
     # makes per campaign (revisions still count every change).
     snapshot_publication: Literal["every", "latest"] = "every"
+    # A batch's publication runs beside the next batch's transaction (never before it where
+    # they share a campaign), a failed send retried in place; false: each batch publishes
+    # before the next begins, and a failed send fails the batch.
+    snapshot_publish_behind: bool = True
     audit_hold_seconds: float = Field(default=3600, gt=0)
     campaign_retention_days: float = Field(default=30, ge=0)
     # How often held events, the snapshot outbox and retention are swept.

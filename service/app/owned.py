@@ -7,7 +7,7 @@ of owned campaigns only takes its events for new: see `_assume_new`):
 - the campaign's state (the compare-and-set on the revision in the batch's write still
   guards it: a writer it did not know of makes the batch fail, forget and read again);
 - that no event waits (is held) for any of its versions;
-- that the outbox collection holds nothing of it that is not published.
+- that the outbox collection holds nothing of it that is not published (or being published).
 A rebalance, a stop, a failed batch or a lost compare-and-set forgets (see BatchProcessor).
 Deleted campaigns are not kept: the purge rewrites their document without a new revision.
 """
@@ -96,7 +96,7 @@ class OwnedCampaigns:
         *,
         held_free: bool,
     ) -> None:
-        """After a batch is committed and published: what it leaves is known."""
+        """After a batch is committed: what it leaves is known."""
         holding = {held.inbound.event.campaign_id for held in changes.held}
         for cid in campaigns:
             state = changes.campaigns.get(cid) or view.campaigns.get(cid)
@@ -116,7 +116,8 @@ class OwnedCampaigns:
 
     def outbox_unknown(self, campaigns: Iterable[str]) -> set[str]:
         """Those of `campaigns` that may have unpublished entries in the outbox collection: a
-        kept campaign has none (it is kept only after its batch was published)."""
+        kept campaign has none that this instance is not publishing (it is kept once its
+        batch is committed, and forgotten if that batch's publication fails)."""
         return {c for c in campaigns if c not in self._items}
 
     def forget(self, campaigns: Iterable[str] | None = None) -> None:

@@ -9,14 +9,23 @@ Order of effects, which is what the guarantees rest on:
 4. only then may the caller commit the batch's offsets.
 A crash anywhere before 4 redelivers the batch: step 2 finds every event already applied and
 changes nothing, step 3 publishes what may not have been published.
+
+With `publish_behind`, step 3 of one batch runs beside step 2 of the next (`process` says when
+its transactions are done: `stored`), in order: a batch's publication begins once the one
+before it has ended, and a batch sharing a campaign with the publication in flight waits for
+it before its transaction (that campaign's document holds the entries being published). A
+failed send is retried in place until Kafka takes it, or until a rebalance or a stop gives
+it up (`give_up_retrying`): the batch's offsets are then never committed, so the partitions'
+next owner redelivers it and publishes its entries as leftovers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -48,6 +57,9 @@ from service.domain.ledger import (
 log = structlog.get_logger(__name__)
 
 MAX_CONFLICT_RETRIES = 8
+# Pauses between the sends of a publication Kafka refuses (publish_behind): growing to the cap.
+RETRY_FIRST_SECONDS = 0.5
+RETRY_MAX_SECONDS = 30.0
 TRANSACTION_BYTES = 8 * 1024 * 1024
 
 
@@ -59,6 +71,28 @@ class BatchResult:
     held: int
     rejected: int
     revisions: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Committed:
+    """A committed transaction's publication, still to do: `entries` in order (the outbox
+    collection's leftovers first), then the outbox collection's entries among them deleted."""
+
+    entries: list[OutboxEntry]
+    from_collection: list[OutboxEntry]  # to delete once published
+    campaigns: set[str]
+    stamp: Stamp
+    now: datetime
+    stored_any: bool  # the batch stored entries in campaign documents (the mark moves)
+    committed: float  # perf_counter() at the commit
+
+
+@dataclass(frozen=True, slots=True)
+class _Behind:
+    """The publication of the last batch, running beside the next one."""
+
+    done: asyncio.Future[None]
+    campaigns: set[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,23 +124,33 @@ class BatchProcessor:
         *,
         max_event_bytes: int,
         publication: Publication = "every",
+        publish_behind: bool = False,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
         self.publisher = publisher
         self.max_event_bytes = max_event_bytes
         self.publication: Publication = publication
+        self.publish_behind = publish_behind
         self.clock = clock
         self.marks = PublishedMarks(uuid.uuid4().hex, store.outbox.mark_published)
         self.owned = OwnedCampaigns()
+        self._behind: _Behind | None = None
+        self._give_up = asyncio.Event()  # set: a publication Kafka refuses is not retried
 
     @tracing.traced_batch
-    async def process(self, records: Sequence[RawRecord]) -> BatchResult:
+    async def process(
+        self, records: Sequence[RawRecord], stored: Callable[[], None] | None = None
+    ) -> BatchResult:
+        """Store, publish, return. `stored` is called once the batch's transactions are
+        committed, before its last publication: with `publish_behind` the next batch may
+        begin then."""
         started = time.perf_counter()
         stamps = [r.timestamp_ms for r in records if r.timestamp_ms is not None]
         if stamps:
             waited = max(0.0, time.time() - min(stamps) / 1000)
             telemetry.BATCH_PHASE_SECONDS.labels("wait").observe(waited)
+        before = self._behind  # the last batch's publication, if it is still running
         inbound: list[Inbound] = []
         rejections: list[Rejection] = []
         for record in records:
@@ -117,27 +161,35 @@ class BatchProcessor:
                 inbound.append(Inbound(decoded, record))
         tracing.begin(inbound, rejections)
         changes = Changes()
+        due: _Committed | None = None  # committed, not yet published
         for chunk in _chunks(inbound):
             try:
-                stored, published = await self._store(chunk)
+                stored_changes, due = await self._store(chunk, before, due)
             except StoreRejected as error:
                 # Something in the chunk cannot be stored; find it by storing one at a time.
                 log.warning("batch_refused_isolating", error=str(error), size=len(chunk))
-                stored, published = Changes(), []
+                stored_changes = Changes()
                 for item in chunk:
                     try:
-                        one, sent = await self._store([item])
+                        one, due = await self._store([item], before, due)
                     except StoreRejected as refused:
                         rejections.append(Rejection("unstorable_value", str(refused), item.record))
                         continue
-                    _merge(stored, one)
-                    published.extend(sent)
-            _merge(changes, stored)
-            await self.store.outbox.delete(published)
-        if rejections:
-            # Not marked as processed, so a redelivery finds and sends them again.
-            now = self.clock()
-            await self.publisher.publish([dead_letter(r, now) for r in rejections])
+                    _merge(stored_changes, one)
+            _merge(changes, stored_changes)
+        # Not marked as processed, so a redelivery finds and sends them again.
+        now = self.clock()
+        dead = [dead_letter(r, now) for r in rejections]
+        if self.publish_behind:
+            await self._publish_behind(due, dead, before, stored)
+        else:
+            if stored is not None:
+                stored()
+            try:
+                await self._publish(due, dead, before)
+            except BaseException:
+                self.owned.forget()
+                raise
         result = BatchResult(
             records=len(records),
             applied=changes.applied,
@@ -153,16 +205,33 @@ class BatchProcessor:
         )
         return result
 
+    def give_up_retrying(self) -> None:
+        """A publication Kafka refuses fails its batch instead of being sent again: before a
+        rebalance or a stop, which must not wait for Kafka to come back."""
+        self._give_up.set()
+
     async def flush(self) -> None:
-        """Write the published mark now, and forget the owned campaigns: before a rebalance
-        or a stop."""
+        """Let the last publication end, write the published mark now, and forget the owned
+        campaigns: before a rebalance or a stop."""
+        if (behind := self._behind) is not None:
+            with contextlib.suppress(Exception):
+                await behind.done
         self.owned.forget()
         await self.marks.flush()
+        self._give_up.clear()
 
-    async def _store(self, inbound: list[Inbound]) -> tuple[Changes, list[OutboxEntry]]:
-        """Apply in one transaction, then publish the touched campaigns' outbox."""
+    async def _store(
+        self, inbound: list[Inbound], before: _Behind | None, due: _Committed | None
+    ) -> tuple[Changes, _Committed]:
+        """Publish what the chunk before committed, then apply this one in one transaction."""
         campaigns = {i.event.campaign_id for i in inbound}
         try:
+            if due is not None:
+                await self._publish(due, [], before)
+            elif before is not None and not before.done.done() and before.campaigns & campaigns:
+                # A campaign's document holds the entries being published: let them go out
+                # before it is written again.
+                await before.done
             return await self._store_owned(inbound, campaigns)
         except BaseException:
             # The store may hold more than this instance knows (a commit whose answer was
@@ -172,7 +241,7 @@ class BatchProcessor:
 
     async def _store_owned(
         self, inbound: list[Inbound], campaigns: set[str]
-    ) -> tuple[Changes, list[OutboxEntry]]:
+    ) -> tuple[Changes, _Committed]:
         await self.marks.settle()  # the previous chunk's mark goes before this one's
         now = self.clock()
         seq_base = time.time_ns()
@@ -202,15 +271,87 @@ class BatchProcessor:
         unknown = self.owned.outbox_unknown(campaigns)
         pending = await self.store.outbox.pending(unknown) if unknown else []
         pending += [e for e in applied.stored if e.campaign_id not in unknown]
-        await self.publisher.publish(pending + applied.publish)
-        self.marks.published_up_to(stamp, now, stored_any=bool(applied.publish))
-        published = time.perf_counter()
-        telemetry.BATCH_PHASE_SECONDS.labels("publish").observe(published - committed)
-        tracing.phases(committed, publish=published)
+        # What the batch leaves is known now; a failed publication forgets it (`_store`).
         self.owned.keep(
             applied.view, applied.changes, campaigns, applied.noted, held_free=applied.none_held
         )
-        return applied.changes, pending
+        return applied.changes, _Committed(
+            pending + applied.publish,
+            pending,
+            campaigns,
+            stamp,
+            now,
+            bool(applied.publish),
+            committed,
+        )
+
+    async def _publish_behind(
+        self,
+        due: _Committed | None,
+        dead: list[OutboxEntry],
+        before: _Behind | None,
+        stored: Callable[[], None] | None,
+    ) -> None:
+        """The batch's last publication, announced as running before `stored` is called."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Read by the next batch (or by nobody, if none comes before the next failure).
+        done.add_done_callback(lambda f: f.cancelled() or f.exception())
+        behind = _Behind(done, due.campaigns if due is not None else set())
+        self._behind = behind
+        if stored is not None:
+            stored()
+        try:
+            await self._publish(due, dead, before)
+        except BaseException as error:
+            self.owned.forget()
+            if isinstance(error, Exception):
+                done.set_exception(error)
+            else:
+                done.cancel()
+            raise
+        else:
+            done.set_result(None)
+        finally:
+            if self._behind is behind:
+                self._behind = None
+
+    async def _publish(
+        self, due: _Committed | None, dead: list[OutboxEntry], before: _Behind | None
+    ) -> None:
+        """Send what a commit left to publish, after the last batch's publication."""
+        if before is not None:
+            await before.done  # its failure is this batch's: nothing goes out of order
+        if due is not None:
+            await self._sending(due.entries)
+            self.marks.published_up_to(due.stamp, due.now, stored_any=due.stored_any)
+            published = time.perf_counter()
+            telemetry.BATCH_PHASE_SECONDS.labels("publish").observe(published - due.committed)
+            tracing.phases(due.committed, publish=published)
+            if due.from_collection:
+                await self._retried(lambda: self.store.outbox.delete(due.from_collection))
+        if dead:
+            await self._sending(dead)
+
+    async def _sending(self, entries: list[OutboxEntry]) -> None:
+        await self._retried(lambda: self.publisher.publish(entries))
+
+    async def _retried(self, step: Callable[[], Awaitable[None]]) -> None:
+        """Run `step`; with `publish_behind`, again after a pause while it fails, until it
+        succeeds or retrying is given up (the batch's publication stands, its offsets wait)."""
+        pause = RETRY_FIRST_SECONDS
+        while True:
+            try:
+                await step()
+            except Exception as error:
+                if not self.publish_behind or self._give_up.is_set():
+                    raise
+                telemetry.PUBLICATION_RETRIES.inc()
+                log.warning("publication_retry", error=str(error), pause_seconds=pause)
+            else:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._give_up.wait(), pause)
+            pause = min(RETRY_MAX_SECONDS, pause * 2)
 
     async def _apply(
         self,

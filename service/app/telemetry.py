@@ -48,6 +48,10 @@ BATCH_SIZE = Histogram(
 BATCH_FAILURES = Counter(
     "ledger_batch_failures_total", "Batches left uncommitted for redelivery, by cause.", ["cause"]
 )
+PUBLICATION_RETRIES = Counter(
+    "ledger_publication_retries_total",
+    "Sends of a committed batch's outbox entries that Kafka refused, retried in place.",
+)
 VIEW_RELOADS = Counter(
     "ledger_view_reloads_total", "Extra state loads a batch needed beyond its prefetch."
 )

@@ -46,12 +46,12 @@ def held_processor(release: asyncio.Event, mode: str) -> Any:
     def wrap(service: Service, _name: str) -> None:
         original = service.processor.process
 
-        async def process(records: Any) -> Any:
+        async def process(records: Any, **options: Any) -> Any:
             if mode == "hung":
                 await release.wait()
             elif not release.is_set():
                 raise StoreUnavailable("MongoDB is away (test)")
-            return await original(records)
+            return await original(records, **options)
 
         service.processor.process = process  # type: ignore[method-assign]
 

@@ -23,7 +23,7 @@ from pydantic import WithJsonSchema
 from service.adapters.kafka.fetching import Prefetch
 from service.app import telemetry
 from service.app.health import Watchdog
-from service.app.processor import BatchProcessor
+from service.app.processor import BatchProcessor, BatchResult
 from service.app.store import ConcurrentUpdate, StoreUnavailable
 from service.domain.ingest import RawRecord
 from service.settings import Settings
@@ -143,14 +143,18 @@ class CommitBehind:
         self.pending: asyncio.Future[None] | None = None
         self.inline = False
 
-    async def commit(self, message: KafkaMessage) -> None:
+    async def commit(
+        self, message: KafkaMessage, after: asyncio.Future[BatchResult] | None = None
+    ) -> None:
+        """Commit the batch's offsets once `after` (its publication, running behind) has
+        ended; never if it failed."""
         await self.wait()
         consumer = cast("AIOKafkaConsumer", message.consumer)
         offsets = next_offsets(message)
         if self.inline:
-            await self._commit(consumer, offsets)
+            await self._commit(consumer, offsets, after)
         else:
-            self.pending = asyncio.ensure_future(self._commit(consumer, offsets))
+            self.pending = asyncio.ensure_future(self._commit(consumer, offsets, after))
 
     async def wait(self) -> None:
         if self.pending is not None:
@@ -161,7 +165,20 @@ class CommitBehind:
         self.inline = True
         await self.wait()
 
-    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+    async def _commit(
+        self,
+        consumer: AIOKafkaConsumer,
+        offsets: dict[TopicPartition, int],
+        after: asyncio.Future[BatchResult] | None,
+    ) -> None:
+        if after is not None:
+            try:
+                result = await asyncio.shield(after)  # a stop waiting here leaves it running
+            except Exception as error:  # given up at a rebalance or a stop: redelivered
+                telemetry.BATCH_FAILURES.labels(type(error).__name__).inc()
+                log.warning("batch_unpublished_left_uncommitted", error=str(error))
+                return
+            _done(result)
         started = time.perf_counter()
         try:
             await consumer.commit(offsets)
@@ -190,6 +207,8 @@ class FinishBatchBeforeRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
         self.prefetch.drop_all()  # before any other batch can be taken: see Prefetch
+        # A publication Kafka keeps refusing ends its batch, uncommitted, for the next owner.
+        self.processor.give_up_retrying()
         async with self.in_flight:
             await asyncio.gather(self.commits.wait(), self.processor.flush())
 
@@ -250,7 +269,7 @@ def register_consumer(
         records = raw_records(message)
         watchdog.busy()
         try:
-            result = await processor.process(records)
+            batch = await _stored(records)
         except (StoreUnavailable, ConcurrentUpdate, KafkaError) as error:
             # Nothing is committed: rewind to the batch's first offsets and try again later.
             telemetry.BATCH_FAILURES.labels(type(error).__name__).inc()
@@ -265,22 +284,47 @@ def register_consumer(
             await backoff.wait()
             return
         backoff.reset()
-        # Both land beside the next batch: the offsets (CommitBehind) and, at most once a
-        # second, the published mark (BatchProcessor.settle, before the next transaction).
-        await commits.commit(message)
-        log.debug(
-            "batch_done",
-            records=result.records,
-            applied=result.applied,
-            duplicates=result.duplicates,
-            held=result.held,
-            rejected=result.rejected,
+        # All land beside the next batch: the publication (BatchProcessor, publish_behind),
+        # the offsets once it has ended (CommitBehind) and, at most once a second, the
+        # published mark (BatchProcessor.settle, before the next transaction).
+        await commits.commit(message, after=batch)
+
+    async def _stored(records: list[RawRecord]) -> asyncio.Future[BatchResult]:
+        """Run the batch until its transactions are committed; the rest of it (its
+        publication) goes on in the returned future. Raises what the batch raised before."""
+        if not processor.publish_behind:
+            result = await processor.process(records)
+            done: asyncio.Future[BatchResult] = asyncio.get_running_loop().create_future()
+            done.set_result(result)
+            return done
+        committed = asyncio.get_running_loop().create_future()
+        batch = asyncio.ensure_future(
+            processor.process(records, stored=lambda: committed.set_result(None))
         )
+        try:
+            await asyncio.wait((batch, committed), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            batch.cancel()  # the handler was cancelled (a stop past its grace): so is the batch
+            raise
+        if not committed.done() or (batch.done() and batch.exception() is not None):
+            batch.result()  # raises the batch's error: nothing of it is committed to Kafka
+        return batch
 
     # FastStream's batch poll, less its sleep after an empty poll (a record arriving in it
     # waited for it), and fetching ahead while a batch runs (Prefetch).
     cast("Any", subscriber).get_msg = prefetch.take
     return subscriber
+
+
+def _done(result: BatchResult) -> None:
+    log.debug(
+        "batch_done",
+        records=result.records,
+        applied=result.applied,
+        duplicates=result.duplicates,
+        held=result.held,
+        rejected=result.rejected,
+    )
 
 
 def _rewind(prefetch: Prefetch, message: KafkaMessage) -> None:

@@ -1,0 +1,149 @@
+"""A batch's publication beside the next batch's transaction (SNAPSHOT_PUBLISH_BEHIND): the
+next batch commits meanwhile, publishes only after it, waits before writing a campaign being
+published, and a publication Kafka refuses is sent again in place or, given up, leaves its
+entries for the next reader of the campaign."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Sequence
+
+import pytest
+from aiokafka.errors import KafkaConnectionError
+
+from service.adapters import mongo_schema as cols
+from service.adapters.mongo_store import MongoStore
+from service.app import processor as processing
+from service.app.outbox import OutboxEntry
+from service.app.processor import BatchProcessor, BatchResult
+from service.domain.ingest import RawRecord
+from tests.unit.factories import generated
+
+
+class Gate:
+    """A publisher whose sends wait for `open` and fail while `refusing`."""
+
+    def __init__(self) -> None:
+        self.open = asyncio.Event()
+        self.refusing = False
+        self.attempts = 0
+        self.sent: list[OutboxEntry] = []
+
+    async def publish(self, entries: Sequence[OutboxEntry]) -> None:
+        self.attempts += 1
+        await self.open.wait()
+        if self.refusing:
+            raise KafkaConnectionError("the broker is away")
+        self.sent.extend(entries)
+
+    def revisions(self) -> list[tuple[str, int]]:
+        return [(e.campaign_id, e.revision) for e in self.sent if e.kind == "snapshot"]
+
+
+@pytest.fixture
+async def mongo(mongodb_uri: str) -> AsyncIterator[MongoStore]:
+    store = MongoStore.connect(mongodb_uri, f"ledger_behind_{uuid.uuid4().hex[:8]}")
+    await store.ensure_schema()
+    yield store
+    await store.client.drop_database(store.db.name)
+    await store.close()
+
+
+def version(campaign: str, n: int) -> list[RawRecord]:
+    return [generated(campaign, f"{campaign}.copy", f"{campaign}.copy.v{n}").record]
+
+
+async def begin(
+    processor: BatchProcessor, records: list[RawRecord]
+) -> tuple[asyncio.Task[BatchResult], asyncio.Event]:
+    """The batch as the consumer runs it: a task, and the moment its transactions are done."""
+    stored = asyncio.Event()
+    batch = asyncio.create_task(processor.process(records, stored=stored.set))
+    await asyncio.wait(
+        (batch, asyncio.create_task(stored.wait())), return_when=asyncio.FIRST_COMPLETED
+    )
+    return batch, stored
+
+
+async def versions(mongo: MongoStore, campaign: str) -> int:
+    return await mongo.db[cols.VERSIONS].count_documents({"campaign_id": campaign})
+
+
+async def test_the_next_batch_commits_while_the_last_publishes_and_publishes_after_it(
+    mongo: MongoStore,
+) -> None:
+    gate = Gate()
+    processor = BatchProcessor(mongo, gate, max_event_bytes=1 << 20, publish_behind=True)
+    first, stored = await begin(processor, version("c-a", 1))
+    assert stored.is_set() and not first.done()  # publishing, held at the gate
+    second, stored = await begin(processor, version("c-b", 1))
+    assert stored.is_set()  # committed beside the first one's publication
+    assert await versions(mongo, "c-b") == 1
+    await asyncio.sleep(0.05)
+    assert gate.attempts == 1  # the second waits for the first before it sends
+
+    gate.open.set()
+    await asyncio.gather(first, second)
+    assert gate.revisions() == [("c-a", 1), ("c-b", 1)]
+
+
+async def test_a_batch_of_a_campaign_being_published_waits_before_writing_it(
+    mongo: MongoStore,
+) -> None:
+    gate = Gate()
+    processor = BatchProcessor(mongo, gate, max_event_bytes=1 << 20, publish_behind=True)
+    first, _ = await begin(processor, version("c-a", 1))
+    second = asyncio.create_task(processor.process(version("c-a", 2)))
+    await asyncio.sleep(0.1)
+    assert await versions(mongo, "c-a") == 1  # its document holds entries in flight
+
+    gate.open.set()
+    await asyncio.gather(first, second)
+    assert gate.revisions() == [("c-a", 1), ("c-a", 2)]
+    assert await versions(mongo, "c-a") == 2
+
+
+async def test_a_refused_publication_is_sent_again_in_place(
+    mongo: MongoStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(processing, "RETRY_FIRST_SECONDS", 0.01)
+    gate = Gate()
+    gate.refusing = True
+    gate.open.set()
+    processor = BatchProcessor(mongo, gate, max_event_bytes=1 << 20, publish_behind=True)
+    batch, _ = await begin(processor, version("c-a", 1))
+    await asyncio.sleep(0.2)  # 0.01 + 0.02 + 0.04 + ... s between the sends
+    assert gate.attempts >= 3 and not batch.done()
+    gate.refusing = False
+    result = await batch
+    assert result.applied == 1
+    assert gate.revisions() == [("c-a", 1)]
+
+
+async def test_a_publication_given_up_fails_its_batch_and_the_next_and_loses_nothing(
+    mongo: MongoStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(processing, "RETRY_FIRST_SECONDS", 0.01)
+    gate = Gate()
+    gate.refusing = True
+    gate.open.set()
+    processor = BatchProcessor(mongo, gate, max_event_bytes=1 << 20, publish_behind=True)
+    first, _ = await begin(processor, version("c-a", 1))
+    second, stored = await begin(processor, version("c-b", 1))
+    assert stored.is_set()
+    processor.give_up_retrying()  # a rebalance or a stop
+    for batch in (first, second):
+        with pytest.raises(KafkaConnectionError):
+            await batch
+    assert gate.sent == []
+    await processor.flush()
+
+    # The partitions' next owner (here: a restart) gets both batches again, finds their
+    # events applied, and publishes what their campaigns' documents still hold.
+    gate.refusing = False
+    restarted = BatchProcessor(mongo, gate, max_event_bytes=1 << 20, publish_behind=True)
+    again = await restarted.process(version("c-a", 1) + version("c-b", 1))
+    assert again.revisions == 0  # nothing new
+    assert sorted(gate.revisions()) == [("c-a", 1), ("c-b", 1)]
+    assert await versions(mongo, "c-a") == 1

@@ -72,11 +72,10 @@ async def store(
     ]
     async with (
         client.start_session() as session,
-        await session.start_transaction(
-            read_concern=ReadConcern("snapshot"), write_concern=majority
-        ),
+        await session.start_transaction(read_concern=ReadConcern(), write_concern=majority),
     ):
-        # One client-level bulkWrite and the commit: the service's two round trips.
+        # One client-level bulkWrite and the commit: the service's two round trips (no read
+        # concern, as the service's write-first batches: SecantusDB refuses one on bulkWrite).
         await client.bulk_write(models, session=session, ordered=True)
     revisions.update(touched)
 

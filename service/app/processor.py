@@ -163,15 +163,19 @@ class BatchProcessor:
         changes = Changes()
         due: _Committed | None = None  # committed, not yet published
         for chunk in _chunks(inbound):
+            await self._publish_due(due, before)
+            due = None
             try:
-                stored_changes, due = await self._store(chunk, before, due)
+                stored_changes, due = await self._store(chunk, before)
             except StoreRejected as error:
                 # Something in the chunk cannot be stored; find it by storing one at a time.
                 log.warning("batch_refused_isolating", error=str(error), size=len(chunk))
                 stored_changes = Changes()
                 for item in chunk:
+                    await self._publish_due(due, before)
+                    due = None
                     try:
-                        one, due = await self._store([item], before, due)
+                        one, due = await self._store([item], before)
                     except StoreRejected as refused:
                         rejections.append(Rejection("unstorable_value", str(refused), item.record))
                         continue
@@ -220,15 +224,24 @@ class BatchProcessor:
         await self.marks.flush()
         self._give_up.clear()
 
+    async def _publish_due(self, due: _Committed | None, before: _Behind | None) -> None:
+        """Publish what the transaction before committed, before the next one begins (so
+        nothing is left due: the caller's `due` is None after it)."""
+        if due is None:
+            return
+        try:
+            await self._publish(due, [], before)
+        except BaseException:
+            self.owned.forget()
+            raise
+
     async def _store(
-        self, inbound: list[Inbound], before: _Behind | None, due: _Committed | None
+        self, inbound: list[Inbound], before: _Behind | None
     ) -> tuple[Changes, _Committed]:
-        """Publish what the chunk before committed, then apply this one in one transaction."""
+        """Apply in one transaction; the publication is the caller's."""
         campaigns = {i.event.campaign_id for i in inbound}
         try:
-            if due is not None:
-                await self._publish(due, [], before)
-            elif before is not None and not before.done.done() and before.campaigns & campaigns:
+            if before is not None and not before.done.done() and before.campaigns & campaigns:
                 # A campaign's document holds the entries being published: let them go out
                 # before it is written again.
                 await before.done

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from typing import Any, cast
 
 import pytest
 from aiokafka.errors import KafkaConnectionError
@@ -17,6 +18,7 @@ from service.adapters.mongo_store import MongoStore
 from service.app import processor as processing
 from service.app.outbox import OutboxEntry
 from service.app.processor import BatchProcessor, BatchResult
+from service.app.store import Store, StoreRejected
 from service.domain.ingest import RawRecord
 from tests.unit.factories import generated
 
@@ -147,3 +149,37 @@ async def test_a_publication_given_up_fails_its_batch_and_the_next_and_loses_not
     assert again.revisions == 0  # nothing new
     assert sorted(gate.revisions()) == [("c-a", 1), ("c-b", 1)]
     assert await versions(mongo, "c-a") == 1
+
+
+class RefusingTwice:
+    """The store, refusing its second and third transactions as MongoDB refuses a value it
+    cannot store (`StoreRejected`)."""
+
+    def __init__(self, store: MongoStore) -> None:
+        self.store = store
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def in_transaction(self, work: Any, **options: Any) -> Any:
+        self.calls += 1
+        if self.calls in (2, 3):
+            raise StoreRejected("a value this server cannot store (test)")
+        return await self.store.in_transaction(work, **options)
+
+
+async def test_a_refused_chunk_publishes_the_chunk_before_it_once(
+    mongo: MongoStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(processing, "TRANSACTION_BYTES", 1)  # one event per transaction
+    gate = Gate()
+    gate.open.set()
+    store = RefusingTwice(mongo)
+    processor = BatchProcessor(
+        cast("Store", store), gate, max_event_bytes=1 << 20, publish_behind=True
+    )
+    result = await processor.process(version("c-a", 1) + version("c-b", 1) + version("c-c", 1))
+    # c-b refused as a chunk, then alone: dead-lettered; the others stored and published once.
+    assert result.rejected == 1
+    assert gate.revisions() == [("c-a", 1), ("c-c", 1)]

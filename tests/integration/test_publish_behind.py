@@ -52,6 +52,13 @@ async def mongo(mongodb_uri: str) -> AsyncIterator[MongoStore]:
     await store.close()
 
 
+@pytest.fixture
+def gated(mongo: MongoStore) -> tuple[Gate, BatchProcessor]:
+    """A processor publishing behind, whose sends wait for the gate."""
+    gate = Gate()
+    return gate, BatchProcessor(mongo, gate, max_event_bytes=1 << 20, publish_behind=True)
+
+
 def version(campaign: str, n: int) -> list[RawRecord]:
     return [generated(campaign, f"{campaign}.copy", f"{campaign}.copy.v{n}").record]
 
@@ -73,10 +80,9 @@ async def versions(mongo: MongoStore, campaign: str) -> int:
 
 
 async def test_the_next_batch_commits_while_the_last_publishes_and_publishes_after_it(
-    mongo: MongoStore,
+    mongo: MongoStore, gated: tuple[Gate, BatchProcessor]
 ) -> None:
-    gate = Gate()
-    processor = BatchProcessor(mongo, gate, max_event_bytes=1 << 20, publish_behind=True)
+    gate, processor = gated
     first, stored = await begin(processor, version("c-a", 1))
     assert stored.is_set() and not first.done()  # publishing, held at the gate
     second, stored = await begin(processor, version("c-b", 1))
@@ -91,10 +97,9 @@ async def test_the_next_batch_commits_while_the_last_publishes_and_publishes_aft
 
 
 async def test_a_batch_of_a_campaign_being_published_waits_before_writing_it(
-    mongo: MongoStore,
+    mongo: MongoStore, gated: tuple[Gate, BatchProcessor]
 ) -> None:
-    gate = Gate()
-    processor = BatchProcessor(mongo, gate, max_event_bytes=1 << 20, publish_behind=True)
+    gate, processor = gated
     first, _ = await begin(processor, version("c-a", 1))
     second = asyncio.create_task(processor.process(version("c-a", 2)))
     await asyncio.sleep(0.1)
@@ -106,14 +111,22 @@ async def test_a_batch_of_a_campaign_being_published_waits_before_writing_it(
     assert await versions(mongo, "c-a") == 2
 
 
-async def test_a_refused_publication_is_sent_again_in_place(
-    mongo: MongoStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def refused(
+    gated: tuple[Gate, BatchProcessor], monkeypatch: pytest.MonkeyPatch
+) -> tuple[Gate, BatchProcessor]:
+    """A processor whose sends Kafka refuses, retried every few ms."""
     monkeypatch.setattr(processing, "RETRY_FIRST_SECONDS", 0.01)
-    gate = Gate()
+    gate, _ = gated
     gate.refusing = True
     gate.open.set()
-    processor = BatchProcessor(mongo, gate, max_event_bytes=1 << 20, publish_behind=True)
+    return gated
+
+
+async def test_a_refused_publication_is_sent_again_in_place(
+    refused: tuple[Gate, BatchProcessor],
+) -> None:
+    gate, processor = refused
     batch, _ = await begin(processor, version("c-a", 1))
     await asyncio.sleep(0.2)  # 0.01 + 0.02 + 0.04 + ... s between the sends
     assert gate.attempts >= 3 and not batch.done()
@@ -124,13 +137,9 @@ async def test_a_refused_publication_is_sent_again_in_place(
 
 
 async def test_a_publication_given_up_fails_its_batch_and_the_next_and_loses_nothing(
-    mongo: MongoStore, monkeypatch: pytest.MonkeyPatch
+    mongo: MongoStore, refused: tuple[Gate, BatchProcessor]
 ) -> None:
-    monkeypatch.setattr(processing, "RETRY_FIRST_SECONDS", 0.01)
-    gate = Gate()
-    gate.refusing = True
-    gate.open.set()
-    processor = BatchProcessor(mongo, gate, max_event_bytes=1 << 20, publish_behind=True)
+    gate, processor = refused
     first, _ = await begin(processor, version("c-a", 1))
     second, stored = await begin(processor, version("c-b", 1))
     assert stored.is_set()
